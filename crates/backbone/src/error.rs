@@ -1,0 +1,97 @@
+//! The backbone crate's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while resolving weights, building a model or preprocessing an image.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor operation failed inside candle.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+
+    /// The backbone name is not in the zoo.
+    #[error("unknown backbone `{0}`; available: resnet18, resnet34, resnet50, efficientnet-lite0")]
+    UnknownBackbone(String),
+
+    /// A weights file could not be parsed at all.
+    #[error("{}: not a readable weights file ({reason}); expected .safetensors, or a .pth written by torch.save (zip or legacy format)", path.display())]
+    BadWeightsFile {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A tensor the model needs is absent from the weights.
+    #[error("{source_desc}: missing tensor `{name}` (expected shape {expected:?}) — are these weights for {backbone}? Use --weights-prefix if the names carry an unusual prefix")]
+    MissingTensor {
+        /// Where the weights came from.
+        source_desc: String,
+        /// The backbone being built.
+        backbone: String,
+        /// The tensor name after prefix stripping.
+        name: String,
+        /// The shape the model expects.
+        expected: Vec<usize>,
+    },
+
+    /// A tensor has the wrong shape.
+    #[error("{source_desc}: tensor `{name}` has shape {found:?} but {backbone} expects {expected:?} — these weights are for another architecture")]
+    ShapeMismatch {
+        /// Where the weights came from.
+        source_desc: String,
+        /// The backbone being built.
+        backbone: String,
+        /// The tensor name.
+        name: String,
+        /// The shape the model expects.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+
+    /// No weights could be found anywhere.
+    #[error("no weights found for {backbone}. Looked in:\n{}\nFix: pass --weights PATH (a .safetensors or .pth file), or on a connected machine run `headstart weights --backbone {backbone}` once to download them into the Hugging Face cache", looked.iter().map(|l| format!("  - {l}")).collect::<Vec<_>>().join("\n"))]
+    WeightsNotFound {
+        /// The backbone name.
+        backbone: String,
+        /// Every place that was tried, with why it failed.
+        looked: Vec<String>,
+    },
+
+    /// An image could not be decoded or is unusable.
+    #[error("{reason}")]
+    Image {
+        /// Why the image was rejected (short, for reports).
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An image error with a short reason.
+    pub fn image(reason: impl Into<String>) -> Self {
+        Error::Image {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;

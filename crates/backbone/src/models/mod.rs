@@ -1,0 +1,112 @@
+//! The networks: torchvision-exact forward passes with batch-norm folded into the convolutions.
+
+pub mod lite0;
+pub mod ops;
+pub mod resnet;
+
+use candle_core::{Device, Tensor};
+
+use crate::weights::WeightMap;
+use crate::{Architecture, BackboneConfig, Result};
+
+#[derive(Debug)]
+enum Net {
+    ResNet(resnet::ResNet),
+    Lite0(lite0::EfficientNetLite0),
+}
+
+/// A frozen, pretrained feature extractor.
+#[derive(Debug)]
+pub struct Backbone {
+    arch: Architecture,
+    config: BackboneConfig,
+    net: Net,
+    device: Device,
+}
+
+impl Backbone {
+    /// Builds `arch` from `weights`. With `with_classifier`, the ImageNet classifier is loaded too
+    /// (and must be present); otherwise classifier tensors are ignored.
+    pub fn load(
+        arch: Architecture,
+        weights: &WeightMap,
+        with_classifier: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        let name = arch.name();
+        let net = match arch {
+            Architecture::ResNet18 => Net::ResNet(resnet::ResNet::load(
+                resnet::ResNetSpec::R18,
+                weights,
+                name,
+                with_classifier,
+                device,
+            )?),
+            Architecture::ResNet34 => Net::ResNet(resnet::ResNet::load(
+                resnet::ResNetSpec::R34,
+                weights,
+                name,
+                with_classifier,
+                device,
+            )?),
+            Architecture::ResNet50 => Net::ResNet(resnet::ResNet::load(
+                resnet::ResNetSpec::R50,
+                weights,
+                name,
+                with_classifier,
+                device,
+            )?),
+            Architecture::EfficientNetLite0 => Net::Lite0(lite0::EfficientNetLite0::load(
+                weights,
+                name,
+                with_classifier,
+                device,
+            )?),
+        };
+        Ok(Self {
+            arch,
+            config: arch.config(),
+            net,
+            device: device.clone(),
+        })
+    }
+
+    /// The architecture.
+    pub fn architecture(&self) -> Architecture {
+        self.arch
+    }
+
+    /// The configuration (preprocessing, feature width, …).
+    pub fn config(&self) -> &BackboneConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Global-average-pooled features `[N, 3, H, W] → [N, D]`, before the classifier.
+    pub fn features(&self, images: &Tensor) -> Result<Tensor> {
+        let images = images.to_device(&self.device)?;
+        match &self.net {
+            Net::ResNet(n) => n.features(&images),
+            Net::Lite0(n) => n.features(&images),
+        }
+    }
+
+    /// ImageNet logits `[N, 1000]` from pooled features; `None` if built without the classifier.
+    pub fn logits_from_features(&self, features: &Tensor) -> Result<Option<Tensor>> {
+        match &self.net {
+            Net::ResNet(n) => n.classify(features),
+            Net::Lite0(n) => n.classify(features),
+        }
+    }
+
+    /// Features and logits in one pass.
+    pub fn forward(&self, images: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+        let f = self.features(images)?;
+        let l = self.logits_from_features(&f)?;
+        Ok((f, l))
+    }
+}

@@ -1,0 +1,211 @@
+//! torchvision ResNet-18/34/50 (v1.5: the stride sits on the 3×3 convolution), batch-norm folded.
+
+use candle_core::{Device, Tensor};
+
+use super::ops::{global_avg_pool, Activation, ConvBn, ConvSpec, Linear, Padding};
+use crate::weights::WeightMap;
+use crate::Result;
+
+const EPS: f64 = 1e-5;
+
+/// Block type and blocks per stage.
+#[derive(Debug, Clone, Copy)]
+pub struct ResNetSpec {
+    /// Bottleneck blocks (ResNet-50) instead of basic blocks.
+    pub bottleneck: bool,
+    /// Blocks in layer1..layer4.
+    pub layers: [usize; 4],
+}
+
+impl ResNetSpec {
+    /// ResNet-18.
+    pub const R18: ResNetSpec = ResNetSpec {
+        bottleneck: false,
+        layers: [2, 2, 2, 2],
+    };
+    /// ResNet-34.
+    pub const R34: ResNetSpec = ResNetSpec {
+        bottleneck: false,
+        layers: [3, 4, 6, 3],
+    };
+    /// ResNet-50.
+    pub const R50: ResNetSpec = ResNetSpec {
+        bottleneck: true,
+        layers: [3, 4, 6, 3],
+    };
+
+    /// Channels of the pooled features.
+    pub fn feature_dim(&self) -> usize {
+        if self.bottleneck {
+            2048
+        } else {
+            512
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    convs: Vec<ConvBn>,
+    downsample: Option<ConvBn>,
+}
+
+impl Block {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut y = x.clone();
+        for c in &self.convs {
+            y = c.forward(&y)?;
+        }
+        let identity = match &self.downsample {
+            Some(d) => d.forward(x)?,
+            None => x.clone(),
+        };
+        Ok((y + identity)?.relu()?)
+    }
+}
+
+/// A loaded ResNet.
+#[derive(Debug)]
+pub struct ResNet {
+    stem: ConvBn,
+    blocks: Vec<Block>,
+    fc: Option<Linear>,
+    feature_dim: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    w: &WeightMap,
+    arch: &str,
+    dev: &Device,
+    prefix: &str,
+    idx: usize,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    act: Activation,
+) -> Result<ConvBn> {
+    ConvBn::load(
+        w,
+        ConvSpec {
+            conv: &format!("{prefix}conv{idx}"),
+            bn: &format!("{prefix}bn{idx}"),
+            in_channels: cin,
+            out_channels: cout,
+            kernel: k,
+            stride,
+            padding: Padding::Symmetric(k / 2),
+            groups: 1,
+            eps: EPS,
+            activation: act,
+        },
+        arch,
+        dev,
+    )
+}
+
+impl ResNet {
+    /// Builds the network from torchvision-named tensors; `with_fc` also loads the classifier.
+    pub fn load(
+        spec: ResNetSpec,
+        w: &WeightMap,
+        arch: &str,
+        with_fc: bool,
+        dev: &Device,
+    ) -> Result<Self> {
+        let stem = conv(w, arch, dev, "", 1, 3, 64, 7, 2, Activation::Relu)?;
+        let expansion = if spec.bottleneck { 4 } else { 1 };
+        let mut blocks = Vec::new();
+        let mut cin = 64;
+        for (li, &n) in spec.layers.iter().enumerate() {
+            let width = 64 << li;
+            let cout = width * expansion;
+            for bi in 0..n {
+                let stride = if bi == 0 && li > 0 { 2 } else { 1 };
+                let p = format!("layer{}.{bi}.", li + 1);
+                let convs = if spec.bottleneck {
+                    vec![
+                        conv(w, arch, dev, &p, 1, cin, width, 1, 1, Activation::Relu)?,
+                        conv(
+                            w,
+                            arch,
+                            dev,
+                            &p,
+                            2,
+                            width,
+                            width,
+                            3,
+                            stride,
+                            Activation::Relu,
+                        )?,
+                        conv(w, arch, dev, &p, 3, width, cout, 1, 1, Activation::None)?,
+                    ]
+                } else {
+                    vec![
+                        conv(w, arch, dev, &p, 1, cin, width, 3, stride, Activation::Relu)?,
+                        conv(w, arch, dev, &p, 2, width, width, 3, 1, Activation::None)?,
+                    ]
+                };
+                let downsample = if stride != 1 || cin != cout {
+                    Some(ConvBn::load(
+                        w,
+                        ConvSpec {
+                            conv: &format!("{p}downsample.0"),
+                            bn: &format!("{p}downsample.1"),
+                            in_channels: cin,
+                            out_channels: cout,
+                            kernel: 1,
+                            stride,
+                            padding: Padding::Symmetric(0),
+                            groups: 1,
+                            eps: EPS,
+                            activation: Activation::None,
+                        },
+                        arch,
+                        dev,
+                    )?)
+                } else {
+                    None
+                };
+                blocks.push(Block { convs, downsample });
+                cin = cout;
+            }
+        }
+        let feature_dim = spec.feature_dim();
+        let fc = if with_fc {
+            Some(Linear::load(w, "fc", feature_dim, 1000, arch, dev)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            stem,
+            blocks,
+            fc,
+            feature_dim,
+        })
+    }
+
+    /// Pooled features `[N, 3, H, W] → [N, D]`.
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.stem.forward(x)?;
+        // Max-pool 3×3, stride 2, padding 1. After the ReLU every value is ≥ 0 and each window holds
+        // at least one real pixel, so zero padding gives the same result as −∞ padding.
+        let x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
+        let mut x = x.max_pool2d_with_stride(3, 2)?;
+        for b in &self.blocks {
+            x = b.forward(&x)?;
+        }
+        global_avg_pool(&x)
+    }
+
+    /// ImageNet logits from pooled features, if the classifier was loaded.
+    pub fn classify(&self, features: &Tensor) -> Result<Option<Tensor>> {
+        self.fc.as_ref().map(|fc| fc.forward(features)).transpose()
+    }
+
+    /// Width of the pooled features.
+    pub fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+}

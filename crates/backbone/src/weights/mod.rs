@@ -1,0 +1,142 @@
+//! Weight files: reading every supported format into named tensors, and finding them.
+
+mod pth;
+pub mod resolve;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::{Error, Result};
+
+pub use pth::read_pth;
+pub use resolve::{resolve_weights, ResolvedWeights, WeightsSource};
+
+/// Named tensors read from a weights file, with the common key prefix removed.
+#[derive(Debug)]
+pub struct WeightMap {
+    tensors: HashMap<String, Tensor>,
+    /// Human-readable origin, used in error messages.
+    pub source_desc: String,
+    /// The prefix that was stripped from every key (empty if none).
+    pub stripped_prefix: String,
+}
+
+/// Prefixes stripped automatically when every model tensor carries one of them.
+pub const KNOWN_PREFIXES: [&str; 4] = ["module.", "backbone.", "model.", "encoder."];
+
+impl WeightMap {
+    /// Reads a weights file in any supported format (sniffed from the content, not the extension).
+    ///
+    /// `prefix`: strip exactly this prefix; `None` strips a known wrapper prefix
+    /// (`module.`, `backbone.`, `model.`, `encoder.`) when every key carries it.
+    pub fn from_file(path: &Path, prefix: Option<&str>) -> Result<Self> {
+        let tensors = read_tensors(path)?;
+        Self::from_tensors(tensors, path.display().to_string(), prefix)
+    }
+
+    /// Builds a map from already-read tensors.
+    pub fn from_tensors(
+        tensors: Vec<(String, Tensor)>,
+        source_desc: String,
+        prefix: Option<&str>,
+    ) -> Result<Self> {
+        let keys: Vec<&str> = tensors
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| !k.ends_with("num_batches_tracked"))
+            .collect();
+        let stripped_prefix = match prefix {
+            Some(p) => p.to_string(),
+            None => KNOWN_PREFIXES
+                .iter()
+                .find(|p| !keys.is_empty() && keys.iter().all(|k| k.starts_with(*p)))
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+        };
+        let tensors = tensors
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
+            .map(|(k, t)| {
+                let k = k
+                    .strip_prefix(stripped_prefix.as_str())
+                    .unwrap_or(&k)
+                    .to_string();
+                (k, t)
+            })
+            .collect();
+        Ok(Self {
+            tensors,
+            source_desc,
+            stripped_prefix,
+        })
+    }
+
+    /// Number of tensors (excluding `num_batches_tracked`).
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// True if the file held no tensors.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// True if a tensor with this name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Fetches a tensor, checks its shape, and converts it to f32 on `device`.
+    pub fn get(
+        &self,
+        name: &str,
+        shape: &[usize],
+        backbone: &str,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let t = self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
+            source_desc: self.source_desc.clone(),
+            backbone: backbone.to_string(),
+            name: name.to_string(),
+            expected: shape.to_vec(),
+        })?;
+        if t.dims() != shape {
+            return Err(Error::ShapeMismatch {
+                source_desc: self.source_desc.clone(),
+                backbone: backbone.to_string(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: t.dims().to_vec(),
+            });
+        }
+        Ok(t.to_dtype(DType::F32)?.to_device(device)?)
+    }
+}
+
+/// Reads every tensor of a `.safetensors`, zip `.pth` or legacy `.pth` file.
+///
+/// The format is sniffed from the first bytes; never panics on malformed input.
+pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |reason: String| Error::BadWeightsFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if bytes.len() < 8 {
+        return Err(bad(format!("only {} bytes", bytes.len())));
+    }
+    if bytes.starts_with(b"PK\x03\x04") || bytes[0] == 0x80 {
+        return read_pth(&bytes).map_err(bad);
+    }
+    read_safetensors(&bytes).map_err(bad)
+}
+
+/// Parses safetensors bytes into tensors on the CPU, sorted by name.
+pub fn read_safetensors(bytes: &[u8]) -> std::result::Result<Vec<(String, Tensor)>, String> {
+    let map = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| format!("safetensors: {e}"))?;
+    let mut out: Vec<(String, Tensor)> = map.into_iter().collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}

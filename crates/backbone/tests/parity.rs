@@ -1,0 +1,77 @@
+//! Parity with PyTorch/torchvision on the shared fixtures (‖out − ref‖ / ‖ref‖ ≤ 1e-4).
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use headstart_backbone::weights::WeightMap;
+use headstart_backbone::{Architecture, Backbone};
+
+fn shared(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel)
+}
+
+fn expected(rel: &str) -> std::collections::HashMap<String, Tensor> {
+    candle_core::safetensors::load(shared(rel), &Device::Cpu).expect("fixture readable")
+}
+
+fn rel_err(out: &Tensor, reference: &Tensor) -> f32 {
+    assert_eq!(out.dims(), reference.dims());
+    let diff = (out - reference).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+    let norm = reference.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+    diff / norm
+}
+
+fn check(arch: Architecture, weights: &str, fixture: &str) {
+    let w = WeightMap::from_file(&shared(weights), None).unwrap();
+    let model = Backbone::load(arch, &w, true, &Device::Cpu).unwrap();
+    let exp = expected(fixture);
+    let (features, logits) = model.forward(&exp["input"]).unwrap();
+    let ef = rel_err(&features, &exp["features"]);
+    let el = rel_err(&logits.unwrap(), &exp["logits"]);
+    println!("{arch} from {weights}: features rel err {ef:.2e}, logits rel err {el:.2e}");
+    assert!(ef <= 1e-4, "features rel err {ef}");
+    assert!(el <= 1e-4, "logits rel err {el}");
+}
+
+#[test]
+fn resnet18_matches_torchvision_from_safetensors() {
+    check(Architecture::ResNet18, "fixtures/resnet18/weights.safetensors", "fixtures/resnet18/expected.safetensors");
+}
+
+#[test]
+fn resnet18_matches_torchvision_from_prefixed_zip_pth() {
+    let w = WeightMap::from_file(&shared("fixtures/resnet18/weights-prefixed.pth"), None).unwrap();
+    assert_eq!(w.stripped_prefix, "backbone.");
+    check(Architecture::ResNet18, "fixtures/resnet18/weights-prefixed.pth", "fixtures/resnet18/expected.safetensors");
+}
+
+#[test]
+fn efficientnet_lite0_matches_reference_from_legacy_pth() {
+    check(
+        Architecture::EfficientNetLite0,
+        "weights/efficientnet-lite0/efficientnet-lite0-57934424.pth",
+        "fixtures/efficientnet-lite0/expected.safetensors",
+    );
+}
+
+#[test]
+fn resnet18_eval_features_match_on_reference_inputs() {
+    // The fixture's own preprocessed photos through our network: isolates the network from decoding.
+    let w = WeightMap::from_file(&shared("fixtures/resnet18/weights.safetensors"), None).unwrap();
+    let model = Backbone::load(Architecture::ResNet18, &w, false, &Device::Cpu).unwrap();
+    let exp = expected("fixtures/resnet18/expected.safetensors");
+    let f = model.features(&exp["eval_input"]).unwrap();
+    let e = rel_err(&f, &exp["eval_features"]);
+    assert!(e <= 1e-4, "eval features rel err {e}");
+    assert!(model.logits_from_features(&f).unwrap().is_none());
+}
+
+#[test]
+fn wrong_architecture_names_the_tensor_and_both_shapes() {
+    let w = WeightMap::from_file(&shared("fixtures/resnet18/weights.safetensors"), None).unwrap();
+    let err = Backbone::load(Architecture::ResNet50, &w, false, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("layer1.0.conv1.weight"), "{err}");
+    assert!(err.contains("[64, 64, 1, 1]") && err.contains("[64, 64, 3, 3]"), "{err}");
+    let err = Backbone::load(Architecture::EfficientNetLite0, &w, false, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("missing tensor `_conv_stem.weight`"), "{err}");
+}

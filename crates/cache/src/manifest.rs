@@ -1,0 +1,264 @@
+//! `manifest.json`: what a cache holds and how it was made.
+
+use std::path::{Path, PathBuf};
+
+use headstart_backbone::{BackboneConfig, Interpolation};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The `format` value of every manifest.
+pub const FORMAT: &str = "headstart-feature-cache";
+/// The current format version. Readers refuse newer versions.
+pub const FORMAT_VERSION: u32 = 1;
+/// The manifest's file name inside a cache directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Storage dtype of the features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureDType {
+    /// 32-bit floats (exact).
+    F32,
+    /// 16-bit floats (half the size; ~3 significant digits).
+    F16,
+}
+
+impl FeatureDType {
+    /// `f32` or `f16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FeatureDType::F32 => "f32",
+            FeatureDType::F16 => "f16",
+        }
+    }
+}
+
+/// RandomResizedCrop + horizontal flip settings of the augmented views.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AugmentConfig {
+    /// Augmented views per image (view 0, the eval view, comes in addition).
+    pub views: u32,
+    /// Output side of RandomResizedCrop.
+    pub crop_size: u32,
+    /// Range of the crop's area as a fraction of the image.
+    pub scale: [f64; 2],
+    /// Range of the crop's aspect ratio (width / height).
+    pub ratio: [f64; 2],
+    /// Probability of a horizontal flip.
+    pub hflip_p: f64,
+    /// Resize filter of the crop.
+    pub interpolation: Interpolation,
+    /// Name and version of the sampling rule.
+    pub sampler: String,
+}
+
+/// Everything that must be equal for a run to reuse a cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheSettings {
+    /// Backbone name and its configuration (preprocessing included).
+    pub backbone: BackboneConfig,
+    /// sha256 of the weights file.
+    pub weights_sha256: String,
+    /// Augmentation settings.
+    pub augment: AugmentConfig,
+    /// Seed of the augmentation.
+    pub seed: u64,
+    /// Storage dtype of the features.
+    pub dtype: FeatureDType,
+    /// Width of a feature row.
+    pub feature_dim: usize,
+}
+
+impl CacheSettings {
+    /// Human-readable list of the settings that differ (`name: cache has X, this run has Y`).
+    pub fn differences(&self, other: &CacheSettings) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cmp = |name: &str, a: String, b: String| {
+            if a != b {
+                out.push(format!("{name}: cache has {a}, this run has {b}"));
+            }
+        };
+        cmp("backbone", self.backbone.name.clone(), other.backbone.name.clone());
+        if self.backbone.name == other.backbone.name {
+            cmp(
+                "backbone config",
+                serde_json::to_string(&self.backbone).unwrap_or_default(),
+                serde_json::to_string(&other.backbone).unwrap_or_default(),
+            );
+        }
+        cmp("weights sha256", self.weights_sha256.clone(), other.weights_sha256.clone());
+        cmp("views", self.augment.views.to_string(), other.augment.views.to_string());
+        let (mut a, mut b) = (self.augment.clone(), other.augment.clone());
+        a.views = 0;
+        b.views = 0;
+        cmp(
+            "augmentation",
+            serde_json::to_string(&a).unwrap_or_default(),
+            serde_json::to_string(&b).unwrap_or_default(),
+        );
+        cmp("seed", self.seed.to_string(), other.seed.to_string());
+        cmp("dtype", self.dtype.name().into(), other.dtype.name().into());
+        cmp("feature dim", self.feature_dim.to_string(), other.feature_dim.to_string());
+        out
+    }
+}
+
+/// Which side of a dataset-defined split an image belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// From a `train/` folder.
+    Train,
+    /// From a `val/` (or `test/`) folder.
+    Val,
+}
+
+/// What happened to an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageStatus {
+    /// Decoded; its rows are in the shards.
+    Ok,
+    /// Could not be used; `reason` says why. No rows.
+    Skipped,
+    /// Changed or removed since it was cached: its rows (if any) must be ignored.
+    Stale,
+}
+
+/// One image of the dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageEntry {
+    /// Path relative to the data directory, `/`-separated (lossy UTF-8 for non-UTF-8 names).
+    pub path: String,
+    /// Hex of the raw path bytes when the name is not valid UTF-8 (Unix), else absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_bytes_hex: Option<String>,
+    /// Class index into `classes`.
+    pub label: usize,
+    /// Dataset-defined split, or null.
+    pub split: Option<Split>,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// sha256 of the file, lowercase hex.
+    pub sha256: String,
+    /// ok, skipped or stale.
+    pub status: ImageStatus,
+    /// Why the image was skipped (or went stale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One committed shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    /// File name inside the cache directory.
+    pub file: String,
+    /// Number of rows.
+    pub rows: usize,
+    /// sha256 of the file, lowercase hex.
+    pub sha256: String,
+}
+
+/// The whole manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// [`FORMAT_VERSION`] of the writer.
+    pub format_version: u32,
+    /// The settings the features were computed with.
+    #[serde(flatten)]
+    pub settings: CacheSettings,
+    /// Class names; labels index this list.
+    pub classes: Vec<String>,
+    /// Every image seen, in processing order; rows' `image` index this list.
+    pub images: Vec<ImageEntry>,
+    /// Committed shards in order.
+    pub shards: Vec<ShardEntry>,
+    /// Total rows over all shards.
+    pub rows: usize,
+}
+
+impl Manifest {
+    /// A new, empty manifest.
+    pub fn new(settings: CacheSettings, classes: Vec<String>) -> Self {
+        Self {
+            format: FORMAT.to_string(),
+            format_version: FORMAT_VERSION,
+            settings,
+            classes,
+            images: Vec::new(),
+            shards: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// Path of the manifest inside `dir`.
+    pub fn path_in(dir: &Path) -> PathBuf {
+        dir.join(MANIFEST_FILE)
+    }
+
+    /// Reads and structurally checks `dir/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = Self::path_in(dir);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotACache { path: dir.to_path_buf() })
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        Self::parse(&bytes).map_err(|reason| Error::Manifest { path, reason })
+    }
+
+    /// Parses manifest bytes and checks their internal consistency. Never panics.
+    pub fn parse(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if m.format != FORMAT {
+            return Err(format!("format is `{}`, expected `{FORMAT}`", m.format));
+        }
+        if m.format_version > FORMAT_VERSION {
+            return Err(format!(
+                "format version {} is newer than this headstart understands ({FORMAT_VERSION}); upgrade headstart",
+                m.format_version
+            ));
+        }
+        for (i, img) in m.images.iter().enumerate() {
+            if img.label >= m.classes.len() {
+                return Err(format!("image {i} ({}) has label {} but there are {} classes", img.path, img.label, m.classes.len()));
+            }
+        }
+        let total: usize = m.shards.iter().map(|s| s.rows).sum();
+        if total != m.rows {
+            return Err(format!("shards hold {total} rows but the manifest says {}", m.rows));
+        }
+        for s in &m.shards {
+            if s.file.contains('/') || s.file.contains('\\') || s.file.starts_with('.') {
+                return Err(format!("shard file name `{}` is not a plain file name", s.file));
+            }
+        }
+        Ok(m)
+    }
+
+    /// Serialises to pretty JSON with a trailing newline (deterministic).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("manifest serialises");
+        v.push(b'\n');
+        v
+    }
+
+    /// Writes `dir/manifest.json` atomically.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        crate::atomic::write_atomic(&Self::path_in(dir), &self.to_bytes())
+    }
+
+    /// Indices of images whose status is `ok`.
+    pub fn usable_images(&self) -> impl Iterator<Item = usize> + '_ {
+        self.images
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.status == ImageStatus::Ok)
+            .map(|(i, _)| i)
+    }
+}

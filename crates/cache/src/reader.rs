@@ -1,0 +1,189 @@
+//! Reading and verifying a cache.
+
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{FeatureDType, ImageStatus, Manifest, ShardEntry};
+use crate::{Error, Result};
+
+/// All usable rows of a cache, in shard order, features widened to f32.
+#[derive(Debug, Clone, Default)]
+pub struct CachedRows {
+    /// Feature width.
+    pub dim: usize,
+    /// `rows × dim` values, row-major.
+    pub features: Vec<f32>,
+    /// Class index per row.
+    pub label: Vec<i64>,
+    /// Image index (into the manifest's `images`) per row.
+    pub image: Vec<i64>,
+    /// View index per row (0 = eval view).
+    pub view: Vec<i64>,
+}
+
+impl CachedRows {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.label.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.label.is_empty()
+    }
+
+    /// The feature vector of row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.features[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+/// One problem found by [`FeatureCache::verify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The file concerned (manifest or shard).
+    pub file: String,
+    /// Which check failed (`manifest`, `missing`, `sha256`, `format`, `rows`, `index`).
+    pub check: String,
+    /// Details.
+    pub message: String,
+}
+
+/// An opened cache: its directory and parsed manifest.
+#[derive(Debug, Clone)]
+pub struct FeatureCache {
+    /// The cache directory.
+    pub dir: PathBuf,
+    /// The parsed manifest.
+    pub manifest: Manifest,
+}
+
+struct ShardData {
+    features: Vec<f32>,
+    label: Vec<i64>,
+    image: Vec<i64>,
+    view: Vec<i64>,
+}
+
+impl FeatureCache {
+    /// Opens `dir` and parses its manifest (no shard is read yet).
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::NotACache { path: dir.to_path_buf() });
+        }
+        Ok(Self { dir: dir.to_path_buf(), manifest: Manifest::read(dir)? })
+    }
+
+    /// sha256 of `manifest.json` as stored (for provenance records).
+    pub fn manifest_sha256(&self) -> Result<String> {
+        let p = Manifest::path_in(&self.dir);
+        let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+        Ok(hex::encode(Sha256::digest(bytes)))
+    }
+
+    fn read_shard(&self, entry: &ShardEntry) -> Result<ShardData> {
+        let path = self.dir.join(&entry.file);
+        let shard_err = |reason: String| Error::Shard { path: path.clone(), reason };
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => shard_err("missing".into()),
+            _ => Error::io(&path, e),
+        })?;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        if sha != entry.sha256 {
+            return Err(shard_err(format!("checksum mismatch: sha256 is {sha}, manifest says {}", entry.sha256)));
+        }
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| shard_err(format!("not a safetensors file: {e}")))?;
+        let dim = self.manifest.settings.feature_dim;
+        let rows = entry.rows;
+        let get = |name: &str, dtype: Dtype, shape: &[usize]| -> Result<Vec<u8>> {
+            let t = st.tensor(name).map_err(|_| shard_err(format!("tensor `{name}` missing")))?;
+            if t.dtype() != dtype || t.shape() != shape {
+                return Err(shard_err(format!(
+                    "tensor `{name}` is {:?} {:?}, expected {dtype:?} {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            Ok(t.data().to_vec())
+        };
+        let features = match self.manifest.settings.dtype {
+            FeatureDType::F32 => get("features", Dtype::F32, &[rows, dim])?
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            FeatureDType::F16 => get("features", Dtype::F16, &[rows, dim])?
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        };
+        let ints = |name: &str| -> Result<Vec<i64>> {
+            Ok(get(name, Dtype::I64, &[rows])?
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect())
+        };
+        let data = ShardData { features, label: ints("label")?, image: ints("image")?, view: ints("view")? };
+        let n_images = self.manifest.images.len() as i64;
+        let n_classes = self.manifest.classes.len() as i64;
+        for r in 0..rows {
+            let (img, lab) = (data.image[r], data.label[r]);
+            if img < 0 || img >= n_images {
+                return Err(shard_err(format!("row {r}: image index {img} outside the manifest's {n_images} images")));
+            }
+            if lab < 0 || lab >= n_classes || self.manifest.images[img as usize].label as i64 != lab {
+                return Err(shard_err(format!("row {r}: label {lab} disagrees with the manifest")));
+            }
+        }
+        Ok(data)
+    }
+
+    /// Reads every shard (checking checksums and structure) and returns the rows of images whose
+    /// status is `ok`.
+    pub fn load(&self) -> Result<CachedRows> {
+        let dim = self.manifest.settings.feature_dim;
+        let mut out = CachedRows { dim, ..Default::default() };
+        out.features.reserve(self.manifest.rows * dim);
+        for entry in &self.manifest.shards {
+            let s = self.read_shard(entry)?;
+            for r in 0..entry.rows {
+                let img = s.image[r] as usize;
+                if self.manifest.images[img].status != ImageStatus::Ok {
+                    continue;
+                }
+                out.features.extend_from_slice(&s.features[r * dim..(r + 1) * dim]);
+                out.label.push(s.label[r]);
+                out.image.push(s.image[r]);
+                out.view.push(s.view[r]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Re-hashes every shard and checks its structure; returns every problem found (empty = ok).
+    pub fn verify(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for entry in &self.manifest.shards {
+            if let Err(e) = self.read_shard(entry) {
+                let check = match &e {
+                    Error::Shard { reason, .. } if reason == "missing" => "missing",
+                    Error::Shard { reason, .. } if reason.starts_with("checksum") => "sha256",
+                    Error::Shard { reason, .. } if reason.starts_with("row") => "index",
+                    _ => "format",
+                };
+                problems.push(Problem { file: entry.file.clone(), check: check.into(), message: e.to_string() });
+            }
+        }
+        problems
+    }
+
+    /// Like [`verify`](Self::verify) but for a directory whose manifest may itself be broken.
+    pub fn verify_dir(dir: &Path) -> Vec<Problem> {
+        match Self::open(dir) {
+            Ok(c) => c.verify(),
+            Err(e) => vec![Problem { file: crate::manifest::MANIFEST_FILE.into(), check: "manifest".into(), message: e.to_string() }],
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Seeded augmentation: torchvision's RandomResizedCrop sampling rule and a horizontal flip,
+//! with randomness derived only from (seed, image path, view index).
+
+use sha2::{Digest, Sha256};
+
+/// A small, fast, seedable generator (SplitMix64). Not cryptographic; fully deterministic.
+#[derive(Debug, Clone)]
+pub struct ViewRng {
+    state: u64,
+}
+
+impl ViewRng {
+    /// The generator of one view: seeded from sha256(seed ‖ path bytes ‖ view).
+    pub fn for_view(seed: u64, path: &[u8], view: u32) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"headstart-view-v1");
+        h.update(seed.to_le_bytes());
+        h.update((path.len() as u64).to_le_bytes());
+        h.update(path);
+        h.update(view.to_le_bytes());
+        let d = h.finalize();
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&d[..8]);
+        Self { state: u64::from_le_bytes(s) }
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn uniform_range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.uniform()
+    }
+
+    /// Uniform integer in [0, n) (n ≥ 1), without modulo bias.
+    pub fn below(&mut self, n: u64) -> u64 {
+        let zone = u64::MAX - (u64::MAX % n);
+        loop {
+            let x = self.next_u64();
+            if x < zone {
+                return x % n;
+            }
+        }
+    }
+}
+
+/// A crop box in source pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropBox {
+    /// Left column.
+    pub left: u32,
+    /// Top row.
+    pub top: u32,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+}
+
+/// torchvision `RandomResizedCrop.get_params`: up to 10 tries of (area fraction in `scale`,
+/// log-uniform aspect ratio in `ratio`), accepted when the box fits; else the central crop
+/// clamped to the ratio range. Sizes are rounded half-to-even as Python's `round`.
+pub fn random_resized_crop(rng: &mut ViewRng, width: u32, height: u32, scale: [f64; 2], ratio: [f64; 2]) -> CropBox {
+    let (w_img, h_img) = (width as f64, height as f64);
+    let area = w_img * h_img;
+    let (lr0, lr1) = (ratio[0].ln(), ratio[1].ln());
+    for _ in 0..10 {
+        let target_area = area * rng.uniform_range(scale[0], scale[1]);
+        let aspect = rng.uniform_range(lr0, lr1).exp();
+        let w = (target_area * aspect).sqrt().round_ties_even();
+        let h = (target_area / aspect).sqrt().round_ties_even();
+        if w > 0.0 && w <= w_img && h > 0.0 && h <= h_img {
+            let (w, h) = (w as u32, h as u32);
+            let top = rng.below((height - h + 1) as u64) as u32;
+            let left = rng.below((width - w + 1) as u64) as u32;
+            return CropBox { left, top, width: w, height: h };
+        }
+    }
+    let in_ratio = w_img / h_img;
+    let (w, h) = if in_ratio < ratio[0] {
+        (width, ((w_img / ratio[0]).round_ties_even() as u32).max(1))
+    } else if in_ratio > ratio[1] {
+        (((h_img * ratio[1]).round_ties_even() as u32).max(1), height)
+    } else {
+        (width, height)
+    };
+    CropBox { left: (width - w) / 2, top: (height - h) / 2, width: w, height: h }
+}
+
+/// Samples one augmented view: the crop box and whether to flip (p = `hflip_p`).
+pub fn sample_view(seed: u64, path: &[u8], view: u32, width: u32, height: u32, scale: [f64; 2], ratio: [f64; 2], hflip_p: f64) -> (CropBox, bool) {
+    let mut rng = ViewRng::for_view(seed, path, view);
+    let crop = random_resized_crop(&mut rng, width, height, scale, ratio);
+    let flip = rng.uniform() < hflip_p;
+    (crop, flip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCALE: [f64; 2] = [0.08, 1.0];
+    const RATIO: [f64; 2] = [3.0 / 4.0, 4.0 / 3.0];
+
+    #[test]
+    fn same_inputs_same_view_different_inputs_differ() {
+        let a = sample_view(43, b"daisy/1.jpg", 1, 500, 375, SCALE, RATIO, 0.5);
+        assert_eq!(a, sample_view(43, b"daisy/1.jpg", 1, 500, 375, SCALE, RATIO, 0.5));
+        assert_ne!(a, sample_view(43, b"daisy/1.jpg", 2, 500, 375, SCALE, RATIO, 0.5));
+        assert_ne!(a, sample_view(44, b"daisy/1.jpg", 1, 500, 375, SCALE, RATIO, 0.5));
+    }
+
+    #[test]
+    fn boxes_fit_and_follow_the_scale_and_ratio_ranges() {
+        let mut flips = 0;
+        for v in 0..2000u32 {
+            let (c, f) = sample_view(7, b"x.jpg", v, 320, 240, SCALE, RATIO, 0.5);
+            flips += f as u32;
+            assert!(c.width >= 1 && c.height >= 1);
+            assert!(c.left + c.width <= 320 && c.top + c.height <= 240, "{c:?}");
+            let frac = (c.width * c.height) as f64 / (320.0 * 240.0);
+            assert!(frac <= 1.0 + 1e-9 && frac >= 0.07, "{frac}");
+            let r = c.width as f64 / c.height as f64;
+            assert!(r > 0.7 && r < 1.4, "{r}");
+        }
+        assert!((850..1150).contains(&flips), "{flips} flips of 2000");
+    }
+
+    #[test]
+    fn fallback_is_the_central_crop_clamped_to_the_ratio() {
+        // 4000×10: no sampled box can fit, so the fallback applies: ratio 400 > 4/3.
+        let mut rng = ViewRng::for_view(1, b"wide", 1);
+        let c = random_resized_crop(&mut rng, 4000, 10, SCALE, RATIO);
+        assert_eq!(c, CropBox { left: (4000 - 13) / 2, top: 0, width: 13, height: 10 });
+        let mut rng = ViewRng::for_view(1, b"one", 1);
+        let c = random_resized_crop(&mut rng, 1, 1, SCALE, RATIO);
+        assert_eq!(c, CropBox { left: 0, top: 0, width: 1, height: 1 });
+    }
+
+    #[test]
+    fn below_is_in_range() {
+        let mut r = ViewRng::for_view(0, b"", 0);
+        for n in [1u64, 2, 3, 1000] {
+            for _ in 0..100 {
+                assert!(r.below(n) < n);
+            }
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The extract crate's error type.
+
+use std::path::PathBuf;
+
+/// Errors that stop an extraction (bad images never do: they are skipped and reported).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Backbone or preprocessing failure.
+    #[error(transparent)]
+    Backbone(#[from] headstart_backbone::Error),
+    /// Cache failure.
+    #[error(transparent)]
+    Cache(#[from] headstart_cache::Error),
+    /// Tensor failure.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// Filesystem failure on a path.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The data directory does not have the ImageFolder layout.
+    #[error("{}: {reason}", path.display())]
+    Layout {
+        /// The data directory.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// Some classes ended with no usable image.
+    #[error("no usable image in class(es) {}: every file there was skipped (see the report); fix or remove those folders", classes.join(", "))]
+    EmptyClasses {
+        /// The class names.
+        classes: Vec<String>,
+    },
+    /// Invalid option value.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with its path.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;

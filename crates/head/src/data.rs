@@ -1,0 +1,68 @@
+//! Design matrices for training and scoring, built from cache rows and an image split.
+
+use std::collections::HashSet;
+
+use headstart_cache::CachedRows;
+use serde::{Deserialize, Serialize};
+
+/// Which rows of a training image train the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ViewSelection {
+    /// The eval view and every augmented view.
+    All,
+    /// The eval view only.
+    Eval,
+}
+
+/// Rows selected for one side of the split.
+#[derive(Debug, Clone, Default)]
+pub struct Rows {
+    /// Feature width.
+    pub dim: usize,
+    /// `len × dim` features.
+    pub x: Vec<f32>,
+    /// Class per row.
+    pub y: Vec<u32>,
+    /// Image index per row.
+    pub image: Vec<usize>,
+}
+
+impl Rows {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.y.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.y.is_empty()
+    }
+
+    /// Selects the rows of `images` (all views or only view 0).
+    pub fn select(rows: &CachedRows, images: &[usize], views: ViewSelection) -> Self {
+        let set: HashSet<usize> = images.iter().copied().collect();
+        let mut out = Rows { dim: rows.dim, ..Default::default() };
+        for i in 0..rows.len() {
+            let img = rows.image[i] as usize;
+            if !set.contains(&img) || (views == ViewSelection::Eval && rows.view[i] != 0) {
+                continue;
+            }
+            out.x.extend_from_slice(rows.row(i));
+            out.y.push(rows.label[i] as u32);
+            out.image.push(img);
+        }
+        out
+    }
+
+    /// The subset of rows at `idx`.
+    pub fn subset(&self, idx: &[usize]) -> Self {
+        let mut out = Rows { dim: self.dim, ..Default::default() };
+        for &i in idx {
+            out.x.extend_from_slice(&self.x[i * self.dim..(i + 1) * self.dim]);
+            out.y.push(self.y[i]);
+            out.image.push(self.image[i]);
+        }
+        out
+    }
+}

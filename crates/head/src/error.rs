@@ -1,0 +1,46 @@
+//! The head crate's error type.
+
+use std::path::PathBuf;
+
+/// Errors of training, saving and loading a head.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Tensor failure.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// Cache failure (unreadable, checksum mismatch…).
+    #[error(transparent)]
+    Cache(#[from] headstart_cache::Error),
+    /// Filesystem failure.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An invalid hyper-parameter (checked once, before training).
+    #[error("invalid setting: {0}")]
+    InvalidParams(String),
+    /// The data cannot be trained on (too few images, a class with none).
+    #[error("{0}")]
+    Data(String),
+    /// A head file is missing, damaged or not a head.
+    #[error("{}: {reason}", path.display())]
+    BadHead {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with its path.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;
