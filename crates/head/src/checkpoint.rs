@@ -1,0 +1,167 @@
+//! `head.safetensors`: the trained head plus everything needed to use it on new images.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use headstart_backbone::BackboneConfig;
+use headstart_cache::st::{serialize, Data, NamedTensor};
+use serde::{Deserialize, Serialize};
+
+use crate::linear::LinearHead;
+use crate::{Error, Result};
+
+/// The `format` metadata value of head files.
+pub const HEAD_FORMAT: &str = "headstart-linear-head";
+/// Current head format version.
+pub const HEAD_FORMAT_VERSION: u32 = 1;
+/// File name of the head inside a head directory.
+pub const HEAD_FILE: &str = "head.safetensors";
+
+/// What a head knows about how it was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadMetadata {
+    /// Class names in output order.
+    pub classes: Vec<String>,
+    /// The backbone (name, preprocessing, feature width) the features came from.
+    pub backbone: BackboneConfig,
+    /// sha256 of the backbone weights the features came from.
+    pub weights_sha256: String,
+    /// Feature width.
+    pub feature_dim: usize,
+    /// The training configuration (solver, hyper-parameters, split, cache).
+    pub training: serde_json::Value,
+    /// Validation metrics at the end of training.
+    pub val_metrics: serde_json::Value,
+}
+
+/// A head with its metadata.
+#[derive(Debug, Clone)]
+pub struct HeadCheckpoint {
+    /// The weights.
+    pub head: LinearHead,
+    /// The metadata.
+    pub meta: HeadMetadata,
+}
+
+impl HeadCheckpoint {
+    /// Serialises to deterministic safetensors bytes (`weight` [C, D], `bias` [C]; metadata as
+    /// JSON strings under `classes`, `backbone`, `backbone_config`, `preprocess`, …).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let w: Vec<f32> = self.head.weight.flatten_all()?.to_vec1()?;
+        let b: Vec<f32> = self.head.bias.to_vec1()?;
+        let (c, d) = (self.head.classes(), self.head.dim());
+        let j = |v: &dyn erased::Json| v.json();
+        let mut meta = BTreeMap::new();
+        meta.insert("format".into(), HEAD_FORMAT.to_string());
+        meta.insert("format_version".into(), HEAD_FORMAT_VERSION.to_string());
+        meta.insert("classes".into(), j(&self.meta.classes));
+        meta.insert("backbone".into(), self.meta.backbone.name.clone());
+        meta.insert("backbone_config".into(), j(&self.meta.backbone));
+        meta.insert("preprocess".into(), j(&self.meta.backbone.preprocess));
+        meta.insert("weights_sha256".into(), self.meta.weights_sha256.clone());
+        meta.insert("feature_dim".into(), self.meta.feature_dim.to_string());
+        meta.insert("training".into(), j(&self.meta.training));
+        meta.insert("val_metrics".into(), j(&self.meta.val_metrics));
+        let tensors = [
+            NamedTensor { name: "weight", shape: vec![c, d], data: Data::F32(&w) },
+            NamedTensor { name: "bias", shape: vec![c], data: Data::F32(&b) },
+        ];
+        serialize(&tensors, &meta).map_err(Error::Data)
+    }
+
+    /// Parses head bytes; `path` is only used in error messages. Never panics.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let bad = |reason: String| Error::BadHead { path: path.to_path_buf(), reason };
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+        let (_, md) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+        let md = md.metadata().clone().unwrap_or_default();
+        let get = |k: &str| md.get(k).cloned().ok_or_else(|| bad(format!("metadata `{k}` missing: not a headstart head")));
+        if get("format")? != HEAD_FORMAT {
+            return Err(bad("not a headstart head (format metadata differs)".into()));
+        }
+        let version: u32 = get("format_version")?.parse().map_err(|_| bad("bad format_version".into()))?;
+        if version > HEAD_FORMAT_VERSION {
+            return Err(bad(format!("head format {version} is newer than this headstart understands; upgrade headstart")));
+        }
+        let parse = |k: &str| -> Result<serde_json::Value> { serde_json::from_str(&get(k)?).map_err(|e| bad(format!("metadata `{k}`: {e}"))) };
+        let meta = HeadMetadata {
+            classes: serde_json::from_value(parse("classes")?).map_err(|e| bad(format!("classes: {e}")))?,
+            backbone: serde_json::from_value(parse("backbone_config")?).map_err(|e| bad(format!("backbone_config: {e}")))?,
+            weights_sha256: get("weights_sha256")?,
+            feature_dim: get("feature_dim")?.parse().map_err(|_| bad("bad feature_dim".into()))?,
+            training: parse("training")?,
+            val_metrics: parse("val_metrics")?,
+        };
+        let f32s = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+            let t = st.tensor(name).map_err(|_| bad(format!("tensor `{name}` missing")))?;
+            if t.dtype() != safetensors::Dtype::F32 || t.shape() != shape {
+                return Err(bad(format!("tensor `{name}` is {:?} {:?}, expected F32 {shape:?}", t.dtype(), t.shape())));
+            }
+            Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        };
+        let (c, d) = (meta.classes.len(), meta.feature_dim);
+        let head = LinearHead::from_vecs(f32s("weight", &[c, d])?, f32s("bias", &[c])?, c, d)?;
+        Ok(Self { head, meta })
+    }
+
+    /// Reads `dir/head.safetensors` (or a file path directly).
+    pub fn load(path: &Path) -> Result<Self> {
+        let file = if path.is_dir() { path.join(HEAD_FILE) } else { path.to_path_buf() };
+        let bytes = std::fs::read(&file).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::BadHead {
+                path: file.clone(),
+                reason: "no head here; train one with `headstart train-head --cache CACHE --out HEAD_DIR`".into(),
+            },
+            _ => Error::io(&file, e),
+        })?;
+        Self::from_bytes(&bytes, &file)
+    }
+
+    /// Writes `dir/head.safetensors` atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        headstart_cache::atomic::write_atomic(&dir.join(HEAD_FILE), &self.to_bytes()?)?;
+        Ok(())
+    }
+}
+
+mod erased {
+    /// Anything serialisable to a compact JSON string.
+    pub trait Json {
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use headstart_backbone::Architecture;
+
+    #[test]
+    fn round_trip_is_exact_and_bytes_are_stable() {
+        let head = LinearHead::init(3, 8, 5).unwrap();
+        let ck = HeadCheckpoint {
+            head,
+            meta: HeadMetadata {
+                classes: vec!["a".into(), "b".into(), "c".into()],
+                backbone: Architecture::EfficientNetLite0.config(),
+                weights_sha256: "00".repeat(32),
+                feature_dim: 8,
+                training: serde_json::json!({"solver": "sgd", "lr": 0.001}),
+                val_metrics: serde_json::json!({"accuracy": 0.5}),
+            },
+        };
+        let bytes = ck.to_bytes().unwrap();
+        assert_eq!(bytes, ck.to_bytes().unwrap());
+        let back = HeadCheckpoint::from_bytes(&bytes, Path::new("h")).unwrap();
+        assert_eq!(back.meta, ck.meta);
+        assert_eq!(back.to_bytes().unwrap(), bytes);
+        for cut in (0..bytes.len()).step_by(61) {
+            assert!(HeadCheckpoint::from_bytes(&bytes[..cut], Path::new("h")).is_err());
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The linear head trained on cached features.
+//!
+//! - [`split`]: train/validation split by image (stratified, seeded) or the dataset's folders.
+//! - [`data`]: rows of each side (all views for training, the eval view for validation).
+//! - [`linear`], [`sgd`], [`train`]: the head, PyTorch-exact SGD with momentum, the epoch loop.
+//! - [`lbfgs`]: multinomial logistic regression to convergence with an L2 sweep (CLIP protocol).
+//! - [`metrics`], [`history`], [`checkpoint`]: reports, per-epoch records, `head.safetensors`.
+
+pub mod checkpoint;
+pub mod data;
+pub mod error;
+pub mod history;
+pub mod lbfgs;
+pub mod linear;
+pub mod metrics;
+pub mod rng;
+pub mod sgd;
+pub mod split;
+pub mod train;
+
+pub use checkpoint::{HeadCheckpoint, HeadMetadata};
+pub use data::{Rows, ViewSelection};
+pub use error::{Error, Result};
+pub use lbfgs::{LbfgsParams, LbfgsReport, ValidLbfgsParams};
+pub use linear::LinearHead;
+pub use metrics::Report;
+pub use sgd::{ClassWeight, SgdParams, ValidSgdParams};
