@@ -31,6 +31,18 @@ const SERVER_LIFETIME: Duration = Duration::from_secs(60);
 struct Served {
     url_path: String,
     body: Vec<u8>,
+    quirk: Quirk,
+}
+
+/// How the test hub misbehaves for a file, if at all.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quirk {
+    /// Answers like huggingface.co for an LFS file.
+    None,
+    /// Claims a sha256 (etag) that the content does not have.
+    WrongSha256,
+    /// Answers every request with a 302 that has no `Location` (hf-hub 0.4.3 unwraps it).
+    RedirectWithoutLocation,
 }
 
 /// A minimal Hugging Face hub on 127.0.0.1 speaking just enough HTTP/1.1 for hf-hub 0.4.3.
@@ -58,8 +70,10 @@ impl HubServer {
         let thread = {
             let (connections, log, stop) = (connections.clone(), log.clone(), stop.clone());
             std::thread::spawn(move || {
-                let files: HashMap<String, Vec<u8>> =
-                    files.into_iter().map(|f| (f.url_path, f.body)).collect();
+                let files: HashMap<String, (Vec<u8>, Quirk)> = files
+                    .into_iter()
+                    .map(|f| (f.url_path, (f.body, f.quirk)))
+                    .collect();
                 let deadline = Instant::now() + SERVER_LIFETIME;
                 while connections.load(Ordering::SeqCst) < MAX_CONNECTIONS
                     && !stop.load(Ordering::SeqCst)
@@ -122,7 +136,7 @@ impl Drop for HubServer {
 }
 
 /// Answers one request on `stream` (then closes it); returns `METHOD PATH range=.. auth=..`.
-fn serve(mut stream: TcpStream, files: &HashMap<String, Vec<u8>>) -> Option<String> {
+fn serve(mut stream: TcpStream, files: &HashMap<String, (Vec<u8>, Quirk)>) -> Option<String> {
     stream.set_nonblocking(false).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     stream
@@ -159,13 +173,23 @@ fn serve(mut stream: TcpStream, files: &HashMap<String, Vec<u8>>) -> Option<Stri
         }
     );
 
-    let Some(body) = files.get(&target) else {
+    let Some((body, quirk)) = files.get(&target) else {
         let _ = stream
             .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return Some(entry);
     };
     let len = body.len();
-    let etag = hex::encode(Sha256::digest(body));
+    let etag = match quirk {
+        Quirk::WrongSha256 => "ab".repeat(32),
+        _ => hex::encode(Sha256::digest(body)),
+    };
+    if *quirk == Quirk::RedirectWithoutLocation {
+        let _ = write!(
+            stream,
+            "HTTP/1.1 302 Found\r\nETag: \"{etag}\"\r\nX-Repo-Commit: {COMMIT}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        return Some(entry);
+    }
     // `Range: bytes=a-b` or `bytes=a-` (the only forms hf-hub sends).
     let (status, start, end) = match range.as_deref().and_then(|r| r.strip_prefix("bytes=")) {
         None => ("200 OK", 0, len.saturating_sub(1)),
@@ -225,6 +249,7 @@ fn served(repo: &str, file: &str, body: &[u8]) -> Served {
     Served {
         url_path: format!("/{repo}/resolve/main/{file}"),
         body: body.to_vec(),
+        quirk: Quirk::None,
     }
 }
 
@@ -617,4 +642,67 @@ fn hub_repo_override_downloads_that_repo_and_skips_the_torch_hub_cache() {
     assert_eq!(got.sha256, sha256_hex(&body));
     let (connections, _) = server.shut_down();
     assert_eq!(connections, 2);
+}
+
+#[test]
+fn corrupt_download_is_discarded_and_reported() {
+    if proxy_configured() {
+        return;
+    }
+    let mut file = served(REPO, FILE, &tiny_safetensors());
+    file.quirk = Quirk::WrongSha256;
+    let mut server = HubServer::start(vec![file]);
+    let endpoint = server.endpoint();
+    let tmp = tempfile::tempdir().unwrap();
+    let hf_home = tmp.path().join("hf");
+    let env = fake_env(&[
+        ("HF_HOME", &hf_home),
+        ("TORCH_HOME", &tmp.path().join("torch")),
+        ("HF_ENDPOINT", Path::new(&endpoint)),
+    ]);
+    let lines = looked(
+        resolve_with_env(Architecture::ResNet18, &ResolveOptions::default(), &env).unwrap_err(),
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with(&format!(
+            "Hugging Face hub {endpoint} {REPO}/{FILE}: download discarded, corrupt"
+        )),
+        "{last}"
+    );
+    let repo_dir = hf_repo_dir(&hf_home);
+    assert!(!repo_dir.join("blobs").join("ab".repeat(32)).exists());
+    assert!(!repo_dir.join("snapshots").join(COMMIT).join(FILE).exists());
+    let (connections, _) = server.shut_down();
+    assert_eq!(connections, 2);
+}
+
+#[test]
+fn a_panic_inside_hf_hub_becomes_one_line() {
+    if proxy_configured() {
+        return;
+    }
+    let mut file = served(REPO, FILE, &tiny_safetensors());
+    file.quirk = Quirk::RedirectWithoutLocation;
+    let mut server = HubServer::start(vec![file]);
+    let endpoint = server.endpoint();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = fake_env(&[
+        ("HF_HOME", &tmp.path().join("hf")),
+        ("TORCH_HOME", &tmp.path().join("torch")),
+        ("HF_ENDPOINT", Path::new(&endpoint)),
+    ]);
+    let lines = looked(
+        resolve_with_env(Architecture::ResNet18, &ResolveOptions::default(), &env).unwrap_err(),
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with(&format!(
+            "Hugging Face hub {endpoint} {REPO}/{FILE}: hf-hub failed"
+        )),
+        "{last}"
+    );
+    assert!(!last.contains('\n'), "{last}");
+    let (connections, _) = server.shut_down();
+    assert_eq!(connections, 1);
 }

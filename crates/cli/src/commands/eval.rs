@@ -1,0 +1,53 @@
+//! `headstart eval`: score a head on a labelled folder.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use headstart_predict::evaluate;
+use serde_json::json;
+
+use super::predict::HeadArgs;
+use crate::common::{print_json, require_dir};
+use crate::progress::Bar;
+
+/// Score a trained head on a labelled ImageFolder: accuracy, confusion matrix and per-class
+/// precision/recall/F1. Class folders are matched to the head's classes by name; folders of
+/// unknown classes are reported and not scored.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    head: HeadArgs,
+    /// The labelled image folder.
+    #[arg(value_name = "DATA_DIR")]
+    data_dir: PathBuf,
+    /// Print a JSON object {"accuracy", "macro_f1", "n", "confusion", "per_class", ...}.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the command.
+pub fn run(a: Args) -> Result<()> {
+    require_dir(&a.data_dir, "DATA_DIR")?;
+    let predictor = a.head.predictor()?;
+    let bar = Bar::new("eval", a.json);
+    let ev = evaluate(&predictor, &a.data_dir, a.head.batch_size as usize, &mut |n| bar.inc(n as u64))?;
+    bar.done();
+    if a.json {
+        let mut v = serde_json::to_value(&ev)?;
+        v["predictions"] = json!(ev
+            .predictions
+            .iter()
+            .map(|p| json!({"path": p.path, "label": p.top.as_ref().map(|t| t[0].label.clone())}))
+            .collect::<Vec<_>>());
+        print_json(&v)?;
+    } else {
+        print!("{}", ev.report.to_text());
+        if !ev.unknown_classes.is_empty() {
+            println!("\nnot scored (class unknown to the head): {}", ev.unknown_classes.join(", "));
+        }
+        for e in &ev.errors {
+            println!("error: {}: {}", e.path, e.error.as_deref().unwrap_or(""));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! `headstart extract`: images → features cache.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use headstart_backbone::Backbone;
+use headstart_cache::FeatureDType;
+use headstart_extract::{extract, Dataset, ExtractOptions};
+
+use crate::common::{device, output_dir, print_json, require_dir, usage, BackboneArgs};
+use crate::progress::Bar;
+
+/// Storage dtype of the cached features.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DType {
+    /// 32-bit floats (exact).
+    F32,
+    /// 16-bit floats (half the disk, ~3 significant digits).
+    F16,
+}
+
+/// Run the frozen backbone over an ImageFolder (one sub-folder per class; optional train/ and
+/// val/ folders) into a sharded safetensors feature cache.
+///
+/// Every image gets its eval view (view 0: Resize + CenterCrop) plus K augmented views
+/// (RandomResizedCrop(224, scale 0.08–1, ratio 3/4–4/3) + horizontal flip), seeded by
+/// (seed, relative path, view) so results do not depend on threads or batch size.
+///
+/// The run is resumable: rerun the same command after a crash or after adding images, and only
+/// what is new is computed. Files that cannot be decoded are skipped, listed in the summary and
+/// in the manifest. See docs/cache-format.md for the format.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The image folder (ImageFolder layout).
+    #[arg(value_name = "DATA_DIR")]
+    data_dir: PathBuf,
+    /// Cache directory to create or resume.
+    #[arg(long, value_name = "CACHE_DIR")]
+    cache: PathBuf,
+    #[command(flatten)]
+    backbone: BackboneArgs,
+    /// Augmented views per image, in addition to the eval view (0 = eval view only).
+    #[arg(long, default_value_t = 5, value_name = "K", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    views: u32,
+    /// Seed of the augmentation.
+    #[arg(long, default_value_t = 43)]
+    seed: u64,
+    /// Rows (views) per forward pass.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    batch_size: u32,
+    /// Storage dtype of the features.
+    #[arg(long, value_enum, default_value_t = DType::F32)]
+    dtype: DType,
+    /// Maximum rows per shard file.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    shard_size: u32,
+    /// Discard an existing cache built with other settings instead of refusing.
+    #[arg(long)]
+    force: bool,
+    /// Largest image accepted, in megapixels (protects against decompression bombs).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    max_megapixels: u64,
+    /// Print one JSON object with the summary on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Runs the command.
+pub fn run(a: Args) -> Result<()> {
+    require_dir(&a.data_dir, "DATA_DIR")?;
+    output_dir(&a.cache, "--cache")?;
+    let arch = a.backbone.architecture()?;
+    let opts = ExtractOptions {
+        views: a.views,
+        seed: a.seed,
+        batch_size: a.batch_size as usize,
+        dtype: match a.dtype {
+            DType::F32 => FeatureDType::F32,
+            DType::F16 => FeatureDType::F16,
+        },
+        shard_size: a.shard_size as usize,
+        force: a.force,
+        limits: headstart_backbone::preprocess::DecodeLimits { max_pixels: a.max_megapixels * 1_000_000 },
+        ..Default::default()
+    };
+    opts.validate().map_err(|e| usage(e.to_string()))?;
+    let dataset = Dataset::scan(&a.data_dir)?;
+    let (resolved, weights) = a.backbone.load_weights(arch)?;
+    let dev = device(a.backbone.device)?;
+    let model = Backbone::load(arch, &weights, false, &dev)?;
+    drop(weights);
+    if !a.quiet && !a.json {
+        eprintln!(
+            "extract: {} images in {} classes, {} → {} ({} + {} views, weights {})",
+            dataset.items.len(),
+            dataset.classes.len(),
+            a.data_dir.display(),
+            a.cache.display(),
+            arch,
+            a.views,
+            resolved.source
+        );
+    }
+    let bar = Bar::new("extract", a.quiet || a.json);
+    let report = extract(&dataset, &model, &resolved.sha256, &a.cache, &opts, &bar)?;
+    for n in &report.notes {
+        eprintln!("note: {n}");
+    }
+    if !report.skipped.is_empty() && !a.json {
+        eprintln!("skipped {} file(s):", report.skipped.len());
+        for s in &report.skipped {
+            eprintln!("  {}: {}", s.path, s.reason);
+        }
+    }
+    if a.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "{} images ok, {} skipped, {} views, {} rows in {} shards, {:.1} s, {:.1} images/s ({} processed, {} reused{})",
+            report.images_ok,
+            report.images_skipped,
+            report.views,
+            report.rows,
+            report.shards,
+            report.seconds,
+            report.images_per_second,
+            report.images_processed,
+            report.images_reused,
+            if report.images_stale > 0 { format!(", {} stale", report.images_stale) } else { String::new() }
+        );
+    }
+    if !report.empty_classes.is_empty() {
+        return Err(headstart_extract::Error::EmptyClasses { classes: report.empty_classes }.into());
+    }
+    Ok(())
+}

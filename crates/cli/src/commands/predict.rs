@@ -1,0 +1,168 @@
+//! `headstart predict`: a trained head on new images.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use headstart_backbone::weights::{resolve_weights, WeightMap};
+use headstart_backbone::Architecture;
+use headstart_head::HeadCheckpoint;
+use headstart_predict::{collect_images, Predictor};
+
+use crate::common::{device, print_json, require_dir, require_file, usage, DeviceChoice};
+use crate::draw::{prediction_grid, GridCell};
+use crate::progress::Bar;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// Aligned text.
+    Table,
+    /// A JSON list of {"path", "top": [{"label", "score"}]} (or {"path", "error"}).
+    Json,
+    /// path,rank,label,score rows.
+    Csv,
+}
+
+/// Options that load a head and its backbone (shared by predict and eval).
+#[derive(Debug, Clone, clap::Args)]
+pub struct HeadArgs {
+    /// Directory written by `headstart train-head` (or its head.safetensors).
+    #[arg(long, value_name = "HEAD_DIR")]
+    pub head: PathBuf,
+    /// Backbone weights (default: resolved as in `extract`); must be the ones the head was
+    /// trained on.
+    #[arg(long, value_name = "PATH")]
+    pub weights: Option<PathBuf>,
+    /// Key prefix to strip from the weights' tensor names.
+    #[arg(long, value_name = "PREFIX")]
+    pub weights_prefix: Option<String>,
+    /// Use weights whose sha256 differs from the head's (predictions may be meaningless).
+    #[arg(long)]
+    pub allow_weights_mismatch: bool,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+    /// Where to run the network.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+}
+
+impl HeadArgs {
+    /// Loads head, weights and backbone.
+    pub fn predictor(&self) -> Result<Predictor> {
+        if !self.head.exists() {
+            return Err(usage(format!("--head {}: no such directory", self.head.display())));
+        }
+        if let Some(w) = &self.weights {
+            require_file(w, "--weights")?;
+        }
+        let head = HeadCheckpoint::load(&self.head)?;
+        let arch = Architecture::from_name(&head.meta.backbone.name)?;
+        let resolved = resolve_weights(arch, self.weights.as_deref())?;
+        let map = WeightMap::from_file(&resolved.path, self.weights_prefix.as_deref())?;
+        Ok(Predictor::new(head, &map, &resolved.sha256, self.allow_weights_mismatch, &device(self.device)?)?)
+    }
+}
+
+/// Classify new images with a trained head. PATHs are files or folders (searched recursively).
+/// The backbone, its preprocessing and the class names come from the head; unreadable files are
+/// reported and do not stop the run.
+///
+/// Example: headstart predict --head heads/flowers --format json photos/
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    head: HeadArgs,
+    /// Classes to show per image.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    top_k: u16,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Also draw a grid of thumbnails titled with the predictions (green = right, red = wrong
+    /// when the parent folder names a known class).
+    #[arg(long, value_name = "OUT.png")]
+    grid: Option<PathBuf>,
+    /// Image files or folders.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+/// The class named by the parent folder, if it is one of `classes`.
+pub fn parent_class(path: &Path, classes: &[String]) -> Option<String> {
+    let parent = path.parent()?.file_name()?.to_string_lossy().into_owned();
+    classes.contains(&parent).then_some(parent)
+}
+
+/// Runs the command.
+pub fn run(a: Args) -> Result<()> {
+    for p in &a.paths {
+        if !p.exists() {
+            return Err(usage(format!("{}: no such file or directory", p.display())));
+        }
+    }
+    if let Some(g) = &a.grid {
+        if let Some(parent) = g.parent().filter(|p| !p.as_os_str().is_empty()) {
+            require_dir(parent, "--grid folder")?;
+        }
+    }
+    let predictor = a.head.predictor()?;
+    let paths = collect_images(&a.paths)?;
+    if paths.is_empty() {
+        return Err(usage("no image files found in the given paths"));
+    }
+    let bar = Bar::new("predict", a.format != Format::Table || paths.len() < 64);
+    bar.set_len(paths.len() as u64);
+    let preds = predictor.predict(&paths, a.head.batch_size as usize, a.top_k as usize, &mut |n| bar.inc(n as u64))?;
+    bar.done();
+    match a.format {
+        Format::Json => print_json(&preds)?,
+        Format::Csv => {
+            println!("path,rank,label,score,error");
+            for p in &preds {
+                let path = csv_field(&p.path);
+                match (&p.top, &p.error) {
+                    (Some(top), _) => top.iter().enumerate().for_each(|(k, t)| println!("{path},{},{},{:.6},", k + 1, csv_field(&t.label), t.score)),
+                    (None, e) => println!("{path},,,,{}", csv_field(e.as_deref().unwrap_or(""))),
+                }
+            }
+        }
+        Format::Table => {
+            for p in &preds {
+                match &p.top {
+                    Some(top) => {
+                        let t: Vec<String> = top.iter().map(|t| format!("{} {:.3}", t.label, t.score)).collect();
+                        println!("{}  {}", p.path, t.join("  "));
+                    }
+                    None => println!("{}  error: {}", p.path, p.error.as_deref().unwrap_or("")),
+                }
+            }
+        }
+    }
+    if let Some(out) = &a.grid {
+        let classes = &predictor.head.meta.classes;
+        let cells: Vec<GridCell> = paths
+            .iter()
+            .zip(&preds)
+            .filter_map(|(path, p)| {
+                let top = p.top.as_ref()?;
+                Some(GridCell { path: path.clone(), predicted: top[0].label.clone(), score: top[0].score, truth: parent_class(path, classes) })
+            })
+            .collect();
+        prediction_grid(&cells, out)?;
+        eprintln!("grid → {}", out.display());
+    }
+    let errors = preds.iter().filter(|p| p.error.is_some()).count();
+    if errors > 0 {
+        eprintln!("{errors} of {} file(s) could not be classified", preds.len());
+    }
+    Ok(())
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}

@@ -1,0 +1,47 @@
+//! `headstart weights`: where the weights come from.
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::common::{print_json, BackboneArgs};
+
+/// Show where a backbone's weights come from, their sha256 and tensor count.
+///
+/// Resolution order (offline first): --weights PATH; the Hugging Face cache ($HF_HOME, default
+/// ~/.cache/huggingface); the torch hub cache ($TORCH_HOME/hub/checkpoints, default
+/// ~/.cache/torch); a download from the Hugging Face hub ($HF_ENDPOINT), skipped when
+/// HF_HUB_OFFLINE=1.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    backbone: BackboneArgs,
+    /// Print a JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the command.
+pub fn run(a: Args) -> Result<()> {
+    let arch = a.backbone.architecture()?;
+    let (resolved, map) = a.backbone.load_weights(arch)?;
+    if a.json {
+        print_json(&json!({
+            "backbone": arch.name(),
+            "source": resolved.source.to_string(),
+            "path": resolved.path,
+            "sha256": resolved.sha256,
+            "tensors": map.len(),
+            "stripped_prefix": map.stripped_prefix,
+        }))
+    } else {
+        println!("backbone  {}", arch.name());
+        println!("source    {}", resolved.source);
+        println!("path      {}", resolved.path.display());
+        println!("sha256    {}", resolved.sha256);
+        println!("tensors   {}", map.len());
+        if !map.stripped_prefix.is_empty() {
+            println!("prefix    {} (stripped)", map.stripped_prefix);
+        }
+        Ok(())
+    }
+}

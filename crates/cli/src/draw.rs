@@ -1,0 +1,198 @@
+//! Pictures: training curves and thumbnail grids, drawn with plotters on an RGB buffer and saved
+//! as PNG. Text uses an embedded DejaVu Sans (see assets/), so it works on a bare machine.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use anyhow::{anyhow, Context, Result};
+use headstart_backbone::preprocess::{decode_rgb, resize, DecodeLimits};
+use headstart_backbone::Interpolation;
+use headstart_cache::atomic::write_atomic;
+use headstart_head::history::EpochRecord;
+use image::RgbImage;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const FAMILY: &str = "sans-serif";
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The embedded font is a valid TrueType file; failure would only mean text is missing.
+        let _ = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT);
+    });
+}
+
+fn save_png(buf: Vec<u8>, w: u32, h: u32, out: &Path) -> Result<()> {
+    let img = RgbImage::from_raw(w, h, buf).ok_or_else(|| anyhow!("internal: bad image buffer"))?;
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
+    write_atomic(out, &bytes).with_context(|| format!("writing {}", out.display()))
+}
+
+fn pe<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing failed: {e:?}")
+}
+
+/// Two panels like the tutorial's figure: accuracy and cross-entropy loss per epoch, train and
+/// validation.
+pub fn plot_curves(history: &[EpochRecord], out: &Path, title: &str) -> Result<()> {
+    register_font();
+    let (w, h) = (1200u32, 480u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(pe)?;
+        let root = root.titled(title, (FAMILY, 20)).map_err(pe)?;
+        let (left, right) = root.split_horizontally(w / 2);
+        let n = history.len() as f64;
+        let xr = if history.len() > 1 { 1.0..n } else { 0.5..1.5 };
+        let acc_series: [(&str, RGBColor, Vec<(f64, f64)>); 2] = [
+            ("train", BLUE, history.iter().map(|r| (r.epoch as f64, r.train_accuracy)).collect()),
+            ("val", RED, history.iter().filter_map(|r| r.val_accuracy.map(|v| (r.epoch as f64, v))).collect()),
+        ];
+        let loss_series: [(&str, RGBColor, Vec<(f64, f64)>); 2] = [
+            ("train", BLUE, history.iter().map(|r| (r.epoch as f64, r.train_loss)).collect()),
+            ("val", RED, history.iter().filter_map(|r| r.val_loss.map(|v| (r.epoch as f64, v))).collect()),
+        ];
+        let max_loss = loss_series.iter().flat_map(|s| s.2.iter().map(|p| p.1)).fold(0.0f64, f64::max).max(1e-3) * 1.05;
+        for (area, caption, ylabel, yr, series) in [
+            (&left, "Accuracy", "accuracy", 0.0..1.0, &acc_series),
+            (&right, "Cross-entropy loss", "loss", 0.0..max_loss, &loss_series),
+        ] {
+            let mut chart = ChartBuilder::on(area)
+                .caption(caption, (FAMILY, 18))
+                .margin(15)
+                .x_label_area_size(45)
+                .y_label_area_size(60)
+                .build_cartesian_2d(xr.clone(), yr)
+                .map_err(pe)?;
+            chart
+                .configure_mesh()
+                .x_desc("epoch")
+                .y_desc(ylabel)
+                .label_style((FAMILY, 13))
+                .axis_desc_style((FAMILY, 15))
+                .draw()
+                .map_err(pe)?;
+            for (name, color, pts) in series.iter() {
+                if pts.is_empty() {
+                    continue;
+                }
+                let c = *color;
+                chart
+                    .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+                    .map_err(pe)?
+                    .label(*name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(pe)?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::MiddleRight)
+                .label_font((FAMILY, 14))
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(pe)?;
+        }
+        root.present().map_err(pe)?;
+    }
+    save_png(buf, w, h, out)
+}
+
+/// One titled thumbnail.
+pub struct Tile {
+    /// The picture (any size; it is resized to the cell).
+    pub image: RgbImage,
+    /// Title lines with their colours.
+    pub lines: Vec<(String, RGBColor)>,
+}
+
+/// Side of a thumbnail in a grid, in pixels.
+pub const THUMB: u32 = 160;
+const LINE_H: u32 = 17;
+
+/// Square thumbnail: shorter side resized to [`THUMB`], then centre-cropped.
+pub fn thumbnail(img: &RgbImage) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let k = THUMB as f64 / w.min(h).max(1) as f64;
+    let (nw, nh) = (((w as f64 * k).round() as u32).max(THUMB), ((h as f64 * k).round() as u32).max(THUMB));
+    let r = resize(img, nw, nh, Interpolation::Bilinear);
+    image::imageops::crop_imm(&r, (nw - THUMB) / 2, (nh - THUMB) / 2, THUMB, THUMB).to_image()
+}
+
+/// Draws tiles in a grid with `cols` columns and saves a PNG. Returns the image size.
+pub fn draw_grid(tiles: &[Tile], cols: u32, out: &Path) -> Result<(u32, u32)> {
+    register_font();
+    let cols = cols.max(1).min(tiles.len().max(1) as u32);
+    let rows = (tiles.len() as u32).div_ceil(cols).max(1);
+    let lines = tiles.iter().map(|t| t.lines.len() as u32).max().unwrap_or(1);
+    let pad = 8u32;
+    let (cw, ch) = (THUMB + pad, THUMB + pad + lines * LINE_H + 4);
+    let (w, h) = (cols * cw + pad, rows * ch + pad);
+    let mut canvas = RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    for (i, t) in tiles.iter().enumerate() {
+        let (c, r) = (i as u32 % cols, i as u32 / cols);
+        let thumb = thumbnail(&t.image);
+        image::imageops::replace(&mut canvas, &thumb, (pad + c * cw) as i64, (pad + r * ch + lines * LINE_H + 4) as i64);
+    }
+    let mut buf = canvas.into_raw();
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        for (i, t) in tiles.iter().enumerate() {
+            let (c, r) = (i as u32 % cols, i as u32 / cols);
+            for (k, (text, color)) in t.lines.iter().enumerate() {
+                let mut s = text.clone();
+                // Keep titles inside the cell (~7 px per character at 13 px).
+                if s.chars().count() > 22 {
+                    s = s.chars().take(21).collect::<String>() + "…";
+                }
+                let style = TextStyle::from((FAMILY, 13).into_font()).color(color);
+                root.draw_text(&s, &style, ((pad + c * cw) as i32, (pad + r * ch + k as u32 * LINE_H) as i32)).map_err(pe)?;
+            }
+        }
+        root.present().map_err(pe)?;
+    }
+    save_png(buf, w, h, out)?;
+    Ok((w, h))
+}
+
+/// One image of a prediction grid.
+pub struct GridCell {
+    /// The file.
+    pub path: PathBuf,
+    /// Predicted class.
+    pub predicted: String,
+    /// Its probability.
+    pub score: f32,
+    /// The true class, when the parent folder names one.
+    pub truth: Option<String>,
+}
+
+/// The tutorial's prediction grid: "pred: X" in green when right, red when wrong, black when the
+/// truth is unknown; at most 64 images.
+pub fn prediction_grid(cells: &[GridCell], out: &Path) -> Result<(u32, u32)> {
+    let limits = DecodeLimits::default();
+    let green = RGBColor(0, 140, 0);
+    let tiles: Vec<Tile> = cells
+        .iter()
+        .take(64)
+        .filter_map(|c| {
+            let bytes = std::fs::read(&c.path).ok()?;
+            let image = decode_rgb(&bytes, &limits).ok()?;
+            let color = match &c.truth {
+                Some(t) if *t == c.predicted => green,
+                Some(_) => RED,
+                None => BLACK,
+            };
+            let mut lines = vec![(format!("pred: {} {:.2}", c.predicted, c.score), color)];
+            if let Some(t) = &c.truth {
+                lines.push((format!("true: {t}"), BLACK));
+            }
+            Some(Tile { image, lines })
+        })
+        .collect();
+    draw_grid(&tiles, 8, out)
+}

@@ -1,0 +1,82 @@
+//! `headstart`: transfer learning by feature extraction.
+//!
+//! A frozen ImageNet-pretrained CNN turns each image (and seeded augmented views of it) into a
+//! feature vector once; the vectors are cached; a linear head trains on the cache in seconds.
+
+mod commands;
+mod common;
+mod draw;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+/// Transfer learning by feature extraction: a frozen pretrained CNN → a cached feature set → a
+/// linear classifier, in three commands.
+///
+/// Typical session:
+///
+///   headstart extract data/flowers --cache cache/flowers-resnet18
+///
+///   headstart train-head --cache cache/flowers-resnet18 --out heads/flowers
+///
+///   headstart predict --head heads/flowers photo.jpg
+///
+/// Weights are found offline first: --weights PATH, then the Hugging Face cache ($HF_HOME),
+/// then the torch hub cache ($TORCH_HOME/hub/checkpoints), then a download from the hub
+/// (skipped when HF_HUB_OFFLINE=1). `headstart weights` shows which one is used.
+#[derive(Debug, Parser)]
+#[command(name = "headstart", version, about, long_about, max_term_width = 100)]
+struct Cli {
+    /// Worker threads for decoding and the forward pass (default: all cores).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show where a backbone's weights come from, their sha256 and tensor count.
+    Weights(commands::weights::Args),
+    /// Classify images with the backbone's own ImageNet head (checks that the weights are right).
+    Classify(commands::classify::Args),
+    /// Run the frozen backbone over an image folder into a sharded, resumable feature cache.
+    Extract(commands::extract::Args),
+    /// Train a linear classifier on a feature cache (SGD + momentum, or L-BFGS).
+    TrainHead(commands::train_head::Args),
+    /// Classify new images with a trained head.
+    Predict(commands::predict::Args),
+    /// Score a trained head on a labelled image folder.
+    Eval(commands::eval::Args),
+    /// Draw a grid of dataset thumbnails (or augmented views) with their class names.
+    Show(commands::show::Args),
+    /// Inspect and verify feature caches.
+    #[command(subcommand)]
+    Cache(commands::cache::Command),
+}
+
+fn main() {
+    common::tune_allocator();
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // Safe here: no other thread exists yet. candle's matmul reads the same variable.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n as usize).build_global();
+    }
+    let result = match cli.command {
+        Command::Weights(a) => commands::weights::run(a),
+        Command::Classify(a) => commands::classify::run(a),
+        Command::Extract(a) => commands::extract::run(a),
+        Command::TrainHead(a) => commands::train_head::run(a),
+        Command::Predict(a) => commands::predict::run(a),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Show(a) => commands::show::run(a),
+        Command::Cache(c) => commands::cache::run(c),
+    };
+    if let Err(e) = result {
+        let code = if e.downcast_ref::<common::UsageError>().is_some() { 2 } else { 1 };
+        eprintln!("error: {e:#}");
+        std::process::exit(code);
+    }
+}

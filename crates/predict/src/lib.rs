@@ -1,0 +1,220 @@
+//! Prediction: the backbone and a trained head chained on new images.
+//!
+//! - [`Predictor`]: checks that the weights are the ones the head was trained on, decodes images
+//!   in parallel, runs batched forward passes and returns top-k labels with softmax scores.
+//! - [`evaluate`]: accuracy, confusion matrix and per-class metrics on a labelled ImageFolder.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use headstart_backbone::preprocess::{self, DecodeLimits};
+use headstart_backbone::weights::WeightMap;
+use headstart_backbone::{Architecture, Backbone};
+use headstart_extract::dataset::{has_image_extension, Dataset};
+use headstart_head::{HeadCheckpoint, Report};
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// Errors of prediction.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Backbone failure.
+    #[error(transparent)]
+    Backbone(#[from] headstart_backbone::Error),
+    /// Head failure.
+    #[error(transparent)]
+    Head(#[from] headstart_head::Error),
+    /// Dataset failure.
+    #[error(transparent)]
+    Extract(#[from] headstart_extract::Error),
+    /// Tensor failure.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// The weights are not the ones the head was trained on.
+    #[error("the backbone weights ({found}) are not the ones this head was trained on ({expected}); pass the same --weights as for extract, or --allow-weights-mismatch to use them anyway")]
+    WeightsMismatch {
+        /// sha256 recorded in the head.
+        expected: String,
+        /// sha256 of the weights given.
+        found: String,
+    },
+    /// An input path does not exist.
+    #[error("{}: no such file or directory", .0.display())]
+    MissingPath(PathBuf),
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// One scored label.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scored {
+    /// Class index.
+    pub index: usize,
+    /// Class name.
+    pub label: String,
+    /// Softmax probability.
+    pub score: f32,
+}
+
+/// The prediction for one file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The path as given or found.
+    pub path: String,
+    /// Best classes first (empty when `error` is set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top: Option<Vec<Scored>>,
+    /// Why the file could not be classified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Expands files and folders (recursively, sorted, hidden entries skipped) into image paths.
+pub fn collect_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
+        if depth > 64 {
+            return;
+        }
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let mut entries: Vec<_> = rd.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out, depth + 1);
+            } else if has_image_extension(&name) {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut out, 0);
+        } else if p.exists() {
+            out.push(p.clone()); // an explicit file is tried whatever its extension
+        } else {
+            return Err(Error::MissingPath(p.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// Backbone + head, ready to classify images.
+#[derive(Debug)]
+pub struct Predictor {
+    /// The feature extractor.
+    pub backbone: Backbone,
+    /// The head and its metadata.
+    pub head: HeadCheckpoint,
+    /// Decoder limits.
+    pub limits: DecodeLimits,
+}
+
+impl Predictor {
+    /// Builds the backbone named in the head's metadata from `weights` (whose sha256 is
+    /// `weights_sha256`), refusing weights other than the head's unless `allow_mismatch`.
+    pub fn new(head: HeadCheckpoint, weights: &WeightMap, weights_sha256: &str, allow_mismatch: bool, device: &Device) -> Result<Self> {
+        if !allow_mismatch && weights_sha256 != head.meta.weights_sha256 {
+            return Err(Error::WeightsMismatch { expected: head.meta.weights_sha256.clone(), found: weights_sha256.to_string() });
+        }
+        let arch = Architecture::from_name(&head.meta.backbone.name)?;
+        let backbone = Backbone::load(arch, weights, false, device)?;
+        Ok(Self { backbone, head, limits: DecodeLimits::default() })
+    }
+
+    /// Class probabilities `[N, classes]` of preprocessed `[N, 3, H, W]` inputs.
+    pub fn probabilities(&self, inputs: &Tensor) -> Result<Tensor> {
+        let f = self.backbone.features(inputs)?.to_device(&Device::Cpu)?;
+        Ok(self.head.head.probabilities(&f)?)
+    }
+
+    /// Classifies `paths` in batches; unreadable files get an `error` and do not stop the run.
+    /// `on_batch` is told how many files each batch finished.
+    pub fn predict(&self, paths: &[PathBuf], batch_size: usize, top_k: usize, on_batch: &mut dyn FnMut(usize)) -> Result<Vec<Prediction>> {
+        let cfg = self.backbone.config().preprocess.clone();
+        let size = cfg.input_size as usize;
+        let mut out = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(batch_size.max(1)) {
+            let inputs: Vec<std::result::Result<Vec<f32>, String>> = chunk
+                .par_iter()
+                .map(|p| {
+                    let bytes = std::fs::read(p).map_err(|e| format!("cannot read: {e}"))?;
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| preprocess::eval_input(&bytes, &cfg, &self.limits)))
+                        .map_err(|_| "the decoder crashed on this file".to_string())?
+                        .map_err(|e| e.to_string())
+                })
+                .collect();
+            let ok: Vec<&[f32]> = inputs.iter().filter_map(|r| r.as_ref().ok().map(|v| v.as_slice())).collect();
+            let probs: Vec<Vec<f32>> = if ok.is_empty() {
+                Vec::new()
+            } else {
+                let x = Tensor::from_vec(ok.concat(), (ok.len(), 3, size, size), &Device::Cpu)?;
+                self.probabilities(&x)?.to_vec2()?
+            };
+            let mut probs = probs.into_iter();
+            for (p, r) in chunk.iter().zip(inputs) {
+                let path = p.display().to_string();
+                out.push(match r {
+                    Err(e) => Prediction { path, top: None, error: Some(e) },
+                    Ok(_) => {
+                        let pr = probs.next().unwrap_or_default();
+                        Prediction { path, top: Some(self.top_k(&pr, top_k)), error: None }
+                    }
+                });
+            }
+            on_batch(chunk.len());
+        }
+        Ok(out)
+    }
+
+    fn top_k(&self, probs: &[f32], k: usize) -> Vec<Scored> {
+        let mut idx: Vec<usize> = (0..probs.len()).collect();
+        idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+        idx.into_iter()
+            .take(k.max(1))
+            .map(|i| Scored { index: i, label: self.head.meta.classes[i].clone(), score: probs[i] })
+            .collect()
+    }
+}
+
+/// The result of evaluating a head on a labelled folder.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// Accuracy, confusion, per-class metrics over the images of known classes.
+    #[serde(flatten)]
+    pub report: Report,
+    /// Class folders whose name the head does not know (their images are not scored).
+    pub unknown_classes: Vec<String>,
+    /// Files that could not be classified.
+    pub errors: Vec<Prediction>,
+    /// Per-image predictions of the scored images, in sorted path order.
+    pub predictions: Vec<Prediction>,
+}
+
+/// Evaluates on an ImageFolder: class folders are matched to the head's classes by name.
+pub fn evaluate(predictor: &Predictor, data_dir: &Path, batch_size: usize, on_batch: &mut dyn FnMut(usize)) -> Result<Evaluation> {
+    let ds = Dataset::scan(data_dir)?;
+    let classes = &predictor.head.meta.classes;
+    let unknown_classes: Vec<String> = ds.classes.iter().filter(|c| !classes.contains(c)).cloned().collect();
+    let items: Vec<_> = ds.items.iter().filter(|it| classes.contains(&ds.classes[it.label])).collect();
+    let paths: Vec<PathBuf> = items.iter().map(|it| it.path.clone()).collect();
+    let preds = predictor.predict(&paths, batch_size, 1, on_batch)?;
+    let (mut truth, mut guess, mut errors, mut scored) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (it, p) in items.iter().zip(preds) {
+        match &p.top {
+            Some(top) => {
+                truth.push(classes.iter().position(|c| *c == ds.classes[it.label]).unwrap_or(0));
+                guess.push(top[0].index);
+                scored.push(p);
+            }
+            None => errors.push(p),
+        }
+    }
+    Ok(Evaluation { report: Report::new(classes, &truth, &guess), unknown_classes, errors, predictions: scored })
+}
