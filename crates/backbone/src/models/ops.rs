@@ -65,8 +65,15 @@ pub struct ConvBn {
     groups: usize,
     kernel: usize,
     activation: Activation,
-    /// CPU fast path for depthwise convolutions (`groups == channels`).
-    depthwise: Option<std::sync::Arc<DepthwiseKernel>>,
+    /// CPU fast path: a fused kernel (depthwise or dense im2col + gemm).
+    cpu: Option<CpuKernel>,
+}
+
+/// The fused CPU kernels.
+#[derive(Debug, Clone)]
+enum CpuKernel {
+    Depthwise(std::sync::Arc<DepthwiseKernel>),
+    Dense(std::sync::Arc<DenseKernel>),
 }
 
 /// What a [`ConvBn`] is built from.
@@ -118,19 +125,31 @@ impl ConvBn {
             .broadcast_mul(&scale.reshape((spec.out_channels, 1, 1, 1))?)?
             .to_dtype(DType::F32)?;
         let bias = bias.to_dtype(DType::F32)?;
-        let depthwise = if spec.groups > 1
+        let cpu = if !device.is_cpu() {
+            None
+        } else if spec.groups > 1
             && spec.groups == spec.in_channels
             && spec.in_channels == spec.out_channels
-            && device.is_cpu()
         {
-            Some(std::sync::Arc::new(DepthwiseKernel {
+            Some(CpuKernel::Depthwise(std::sync::Arc::new(DepthwiseKernel {
                 weight: weight.flatten_all()?.to_vec1::<f32>()?,
                 bias: bias.to_vec1::<f32>()?,
                 kernel: spec.kernel,
                 stride: spec.stride,
                 padding: spec.padding,
                 activation: spec.activation,
-            }))
+            })))
+        } else if spec.groups == 1 {
+            Some(CpuKernel::Dense(std::sync::Arc::new(DenseKernel {
+                weight: weight.flatten_all()?.to_vec1::<f32>()?,
+                bias: bias.to_vec1::<f32>()?,
+                in_channels: spec.in_channels,
+                out_channels: spec.out_channels,
+                kernel: spec.kernel,
+                stride: spec.stride,
+                padding: spec.padding,
+                activation: spec.activation,
+            })))
         } else {
             None
         };
@@ -144,15 +163,19 @@ impl ConvBn {
             groups: spec.groups,
             kernel: spec.kernel,
             activation: spec.activation,
-            depthwise,
+            cpu,
         })
     }
 
     /// Applies convolution, folded batch-norm and activation to an `[N, C, H, W]` tensor.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(dw) = &self.depthwise {
+        if let Some(k) = &self.cpu {
             if x.device().is_cpu() && x.dtype() == DType::F32 {
-                return Ok(x.apply_op1_no_bwd(dw.as_ref())?);
+                let x = x.contiguous()?;
+                return Ok(match k {
+                    CpuKernel::Depthwise(dw) => x.apply_op1_no_bwd(dw.as_ref())?,
+                    CpuKernel::Dense(d) => x.apply_op1_no_bwd(d.as_ref())?,
+                });
             }
         }
         let (x, pad) = match self.padding {
@@ -266,6 +289,134 @@ impl candle_core::CustomOp1 for DepthwiseKernel {
     }
 }
 
+/// (top, bottom, left, right) padding and output size for an `h × w` input.
+fn pads(padding: Padding, h: usize, w: usize, k: usize, s: usize) -> candle_core::Result<((usize, usize, usize, usize), usize, usize)> {
+    let (t, b, l, r) = match padding {
+        Padding::Symmetric(p) => (p, p, p, p),
+        Padding::Same => {
+            let (t, b) = same_padding(h, k, s);
+            let (l, r) = same_padding(w, k, s);
+            (t, b, l, r)
+        }
+    };
+    if h + t + b < k || w + l + r < k {
+        candle_core::bail!("convolution: {h}×{w} input is smaller than the {k}×{k} kernel");
+    }
+    Ok(((t, b, l, r), (h + t + b - k) / s + 1, (w + l + r - k) / s + 1))
+}
+
+thread_local! {
+    /// The im2col buffer, reused across layers and batches (no allocation per convolution).
+    static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Dense convolution + bias + activation: im2col into a reused buffer, then one gemm per image
+/// with the bias pre-loaded into the output (CPU, f32). 1×1 stride-1 convolutions skip im2col.
+#[derive(Debug)]
+pub struct DenseKernel {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    padding: Padding,
+    activation: Activation,
+}
+
+impl DenseKernel {
+    /// Fills `cols` ([cin·k·k, oh·ow], row-major) from one image plane set `src` ([cin, h, w]).
+    #[allow(clippy::too_many_arguments)]
+    fn im2col(&self, src: &[f32], h: usize, w: usize, oh: usize, ow: usize, top: usize, left: usize, cols: &mut [f32]) {
+        let (k, s) = (self.kernel, self.stride);
+        let p = oh * ow;
+        cols.par_chunks_mut(k * k * p).enumerate().for_each(|(c, block)| {
+            let plane = &src[c * h * w..(c + 1) * h * w];
+            for ky in 0..k {
+                for kx in 0..k {
+                    let row = &mut block[(ky * k + kx) * p..(ky * k + kx + 1) * p];
+                    for oy in 0..oh {
+                        let iy = (oy * s + ky) as isize - top as isize;
+                        let dst = &mut row[oy * ow..(oy + 1) * ow];
+                        if iy < 0 || iy >= h as isize {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let line = &plane[iy as usize * w..(iy as usize + 1) * w];
+                        for (ox, d) in dst.iter_mut().enumerate() {
+                            let ix = (ox * s + kx) as isize - left as isize;
+                            *d = if ix >= 0 && ix < w as isize { line[ix as usize] } else { 0.0 };
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl candle_core::CustomOp1 for DenseKernel {
+    fn name(&self) -> &'static str {
+        "dense-conv-bn-act"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let src = match storage {
+            CpuStorage::F32(v) => v.as_slice(),
+            _ => candle_core::bail!("dense conv kernel expects f32 input"),
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("dense conv kernel expects a contiguous input".into()))?;
+        let src = &src[start..end];
+        let (n, c, h, w) = layout.shape().dims4()?;
+        if c != self.in_channels {
+            candle_core::bail!("convolution expects {} input channels, got {c}", self.in_channels);
+        }
+        let (k, cout) = (self.kernel, self.out_channels);
+        let ((top, _, left, _), oh, ow) = pads(self.padding, h, w, k, self.stride)?;
+        let p = oh * ow;
+        let kk = c * k * k;
+        let direct = k == 1 && self.stride == 1;
+        let mut out = vec![0f32; n * cout * p];
+        let threads = rayon::current_num_threads();
+        let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        COLUMNS.with(|cols| {
+            let mut cols = cols.borrow_mut();
+            if !direct && cols.len() < kk * p {
+                cols.resize(kk * p, 0.0);
+            }
+            for i in 0..n {
+                let img = &src[i * c * h * w..(i + 1) * c * h * w];
+                let rhs: &[f32] = if direct {
+                    img
+                } else {
+                    self.im2col(img, h, w, oh, ow, top, left, &mut cols[..kk * p]);
+                    &cols[..kk * p]
+                };
+                let dst = &mut out[i * cout * p..(i + 1) * cout * p];
+                for (o, row) in dst.chunks_mut(p).enumerate() {
+                    row.fill(self.bias[o]);
+                }
+                // SAFETY: dst is [cout, p], weight [cout, kk], rhs [kk, p], all row-major and in
+                // bounds; the three buffers do not overlap.
+                unsafe {
+                    gemm::gemm(
+                        cout, p, kk,
+                        dst.as_mut_ptr(), 1, p as isize, true,
+                        self.weight.as_ptr(), 1, kk as isize,
+                        rhs.as_ptr(), 1, p as isize,
+                        1.0, 1.0, false, false, false, par,
+                    );
+                }
+                if self.activation != Activation::None {
+                    dst.iter_mut().for_each(|v| *v = self.activation.scalar(*v));
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, cout, oh, ow))))
+    }
+}
+
 /// Global average pooling `[N, C, H, W] → [N, C]`.
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     Ok(x.mean((2, 3))?)
@@ -337,6 +488,41 @@ mod tests {
             .unwrap()
             .clamp(0f32, 6f32)
             .unwrap()
+    }
+
+    #[test]
+    fn fused_dense_conv_equals_candle_conv() {
+        let dev = Device::Cpu;
+        for (k, stride, pad, h, w, act) in [
+            (3, 1, Padding::Symmetric(1), 9, 7, Activation::Relu),
+            (7, 2, Padding::Symmetric(3), 17, 15, Activation::None),
+            (1, 2, Padding::Symmetric(0), 8, 9, Activation::None),
+            (1, 1, Padding::Symmetric(0), 5, 6, Activation::Relu6),
+            (3, 2, Padding::Same, 10, 9, Activation::Relu6),
+        ] {
+            let (cin, cout) = (5, 4);
+            let x = Tensor::randn(0f32, 1., (2, cin, h, w), &dev).unwrap();
+            let wt = Tensor::randn(0f32, 1., (cout, cin, k, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1., cout, &dev).unwrap();
+            let op = DenseKernel {
+                weight: wt.flatten_all().unwrap().to_vec1().unwrap(),
+                bias: b.to_vec1().unwrap(),
+                in_channels: cin,
+                out_channels: cout,
+                kernel: k,
+                stride,
+                padding: pad,
+                activation: act,
+            };
+            let got = x.apply_op1_no_bwd(&op).unwrap();
+            let ((t, bo, l, r), _, _) = pads(pad, h, w, k, stride).unwrap();
+            let xp = x.pad_with_zeros(2, t, bo).unwrap().pad_with_zeros(3, l, r).unwrap();
+            let want = xp.conv2d(&wt, 0, stride, 1, 1).unwrap().broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap()).unwrap();
+            let want = act.apply(want).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-4, "k={k} s={stride}: max diff {diff}");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Cursor, Read, Seek};
+use std::io::{Cursor, Read};
 use std::rc::Rc;
 
 use candle_core::{Device, Tensor};
@@ -1136,101 +1136,124 @@ fn build_tensor(
 ) -> Res<Tensor> {
     let bytes = storage_bytes(t, storages)?;
     let kind = t.storage.kind;
-    let raw = gather(bytes, kind.size(), t.offset, &t.size, &t.stride, budget)?;
-    to_candle(kind, raw, t.size.clone())
+    let plan = Plan::new(bytes.len() / kind.size(), t.offset, &t.size, &t.stride)?;
+    let nbytes = plan.numel.checked_mul(kind.size()).unwrap_or(usize::MAX);
+    budget.spend(nbytes as u64, "tensor")?;
+    to_candle(kind, bytes, &plan, t.size.clone())
 }
 
-/// Copies the elements of the strided view `(offset, size, stride)` of `storage` (elements of
-/// `es` bytes) into a contiguous row-major buffer, after checking that every index is in range.
-fn gather(
-    storage: &[u8],
-    es: usize,
+/// A validated strided view `(offset, size, stride)` of a storage: every element index it
+/// produces is below the storage's element count.
+#[derive(Debug)]
+struct Plan {
     offset: usize,
-    size: &[usize],
-    stride: &[usize],
-    budget: &mut Budget,
-) -> Res<Vec<u8>> {
-    let numel = size
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| format!("size {size:?} overflows"))?;
-    if numel == 0 {
-        return Ok(Vec::new());
-    }
-    let nbytes = numel
-        .checked_mul(es)
-        .ok_or_else(|| format!("size {size:?} overflows"))?;
-    // Dimensions of size 1 never move the index; zero their stride so that none can overflow.
-    let stride: Vec<usize> = size
-        .iter()
-        .zip(stride)
-        .map(|(&n, &s)| if n == 1 { 0 } else { s })
-        .collect();
-    let last = size
-        .iter()
-        .zip(&stride)
-        .try_fold(offset, |acc, (&n, &s)| {
-            (n - 1).checked_mul(s).and_then(|x| acc.checked_add(x))
-        })
-        .ok_or_else(|| format!("size {size:?} with stride {stride:?} overflows"))?;
-    let available = storage.len() / es;
-    if last >= available {
-        return Err(format!(
-            "offset {offset}, size {size:?}, stride {stride:?} need element {last} of a storage of {available}"
-        ));
-    }
-    budget.spend(nbytes as u64, "tensor")?;
+    size: Vec<usize>,
+    /// Strides, zero for dimensions of size 1 (which never move the index), so that no index
+    /// computation can overflow.
+    stride: Vec<usize>,
+    numel: usize,
+    contiguous: bool,
+}
 
-    let mut expected = 1usize;
-    let mut contiguous = true;
-    for (&n, &s) in size.iter().zip(&stride).rev() {
-        if n != 1 && s != expected {
-            contiguous = false;
-            break;
+impl Plan {
+    /// Checks the view against a storage of `available` elements.
+    fn new(available: usize, offset: usize, size: &[usize], stride: &[usize]) -> Res<Self> {
+        let numel = size
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| format!("size {size:?} overflows"))?;
+        let zeroed: Vec<usize> = size
+            .iter()
+            .zip(stride)
+            .map(|(&n, &s)| if n == 1 { 0 } else { s })
+            .collect();
+        let mut plan = Self {
+            offset,
+            size: size.to_vec(),
+            stride: zeroed,
+            numel,
+            contiguous: true,
+        };
+        if numel == 0 {
+            return Ok(plan);
         }
-        expected *= n;
-    }
-    let out_of_range = || "element index out of range".to_string();
-    if contiguous {
-        let start = offset * es;
-        return storage
-            .get(start..start + nbytes)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(out_of_range);
-    }
-
-    // Odometer over all but the last dimension; `base` is the element index of the current row.
-    let (Some(&inner_n), Some(&inner_s)) = (size.last(), stride.last()) else {
-        return Err(out_of_range());
-    };
-    let outer = size.len() - 1;
-    let mut out = Vec::with_capacity(nbytes);
-    let mut index = vec![0usize; outer];
-    let mut base = offset;
-    loop {
-        let mut p = base;
-        for _ in 0..inner_n {
-            let start = p * es;
-            out.extend_from_slice(storage.get(start..start + es).ok_or_else(out_of_range)?);
-            p += inner_s;
+        let last = size
+            .iter()
+            .zip(&plan.stride)
+            .try_fold(offset, |acc, (&n, &s)| {
+                (n - 1).checked_mul(s).and_then(|x| acc.checked_add(x))
+            })
+            .ok_or_else(|| format!("size {size:?} with stride {stride:?} overflows"))?;
+        if last >= available {
+            return Err(format!(
+                "offset {offset}, size {size:?}, stride {stride:?} need element {last} of a storage of {available}"
+            ));
         }
-        let mut d = outer;
-        loop {
-            if d == 0 {
-                return Ok(out);
-            }
-            d -= 1;
-            let (Some(i), Some(&n), Some(&s)) = (index.get_mut(d), size.get(d), stride.get(d))
-            else {
-                return Err(out_of_range());
-            };
-            *i += 1;
-            if *i < n {
-                base += s;
+        let mut expected = 1usize;
+        for (&n, &s) in size.iter().zip(&plan.stride).rev() {
+            if n != 1 && s != expected {
+                plan.contiguous = false;
                 break;
             }
-            *i = 0;
-            base -= s * (n - 1);
+            expected *= n;
+        }
+        Ok(plan)
+    }
+
+    /// Copies the view's elements (of `N` bytes, decoded by `f`) out of `storage` in row-major
+    /// order.
+    fn gather<const N: usize, T>(&self, storage: &[u8], f: impl Fn([u8; N]) -> T) -> Res<Vec<T>> {
+        let out_of_range = || "element index out of range".to_string();
+        let element = |p: usize| -> Option<T> {
+            let start = p.checked_mul(N)?;
+            let mut a = [0u8; N];
+            a.copy_from_slice(storage.get(start..start.checked_add(N)?)?);
+            Some(f(a))
+        };
+        if self.numel == 0 {
+            return Ok(Vec::new());
+        }
+        if self.contiguous {
+            let start = self.offset.checked_mul(N).ok_or_else(out_of_range)?;
+            let end = self.numel.checked_mul(N).and_then(|n| n.checked_add(start));
+            let bytes = end
+                .and_then(|end| storage.get(start..end))
+                .ok_or_else(out_of_range)?;
+            return Ok(decode(bytes, f));
+        }
+        // Odometer over all but the last dimension; `base` is the index of the current row.
+        let (Some(&inner_n), Some(&inner_s)) = (self.size.last(), self.stride.last()) else {
+            return Err(out_of_range());
+        };
+        let outer = self.size.len() - 1;
+        let mut out = Vec::with_capacity(self.numel);
+        let mut index = vec![0usize; outer];
+        let mut base = self.offset;
+        loop {
+            let mut p = base;
+            for _ in 0..inner_n {
+                out.push(element(p).ok_or_else(out_of_range)?);
+                p += inner_s;
+            }
+            let mut d = outer;
+            loop {
+                if d == 0 {
+                    return Ok(out);
+                }
+                d -= 1;
+                let (Some(i), Some(&n), Some(&s)) =
+                    (index.get_mut(d), self.size.get(d), self.stride.get(d))
+                else {
+                    return Err(out_of_range());
+                };
+                *i += 1;
+                if *i < n {
+                    base += s;
+                    break;
+                }
+                *i = 0;
+                base -= s * (n - 1);
+            }
         }
     }
 }
@@ -1246,36 +1269,35 @@ fn decode<const N: usize, T>(raw: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
         .collect()
 }
 
-/// Turns a contiguous little-endian buffer into a CPU tensor (see the module docs for dtypes).
-fn to_candle(kind: Kind, raw: Vec<u8>, shape: Vec<usize>) -> Res<Tensor> {
+/// Gathers a tensor from its storage bytes into a contiguous CPU tensor (see the module docs
+/// for the dtypes).
+fn to_candle(kind: Kind, storage: &[u8], plan: &Plan, shape: Vec<usize>) -> Res<Tensor> {
     let dev = &Device::Cpu;
     let t = match kind {
-        Kind::F64 => Tensor::from_vec(decode(&raw, f64::from_le_bytes), shape, dev),
-        Kind::F32 => Tensor::from_vec(decode(&raw, f32::from_le_bytes), shape, dev),
-        Kind::F16 => Tensor::from_vec(decode(&raw, half::f16::from_le_bytes), shape, dev),
-        Kind::BF16 => Tensor::from_vec(decode(&raw, half::bf16::from_le_bytes), shape, dev),
-        Kind::I64 => Tensor::from_vec(decode(&raw, i64::from_le_bytes), shape, dev),
-        Kind::I32 => Tensor::from_vec(
-            decode(&raw, |b| i64::from(i32::from_le_bytes(b))),
-            shape,
-            dev,
-        ),
-        Kind::I16 => Tensor::from_vec(
-            decode(&raw, |b| i64::from(i16::from_le_bytes(b))),
-            shape,
-            dev,
-        ),
-        Kind::I8 => Tensor::from_vec(
-            decode(&raw, |b| i64::from(i8::from_le_bytes(b))),
-            shape,
-            dev,
-        ),
-        Kind::U8 => Tensor::from_vec(raw, shape, dev),
-        Kind::Bool => Tensor::from_vec(
-            raw.iter().map(|&b| u8::from(b != 0)).collect::<Vec<u8>>(),
-            shape,
-            dev,
-        ),
+        Kind::F64 => Tensor::from_vec(plan.gather(storage, f64::from_le_bytes)?, shape, dev),
+        Kind::F32 => Tensor::from_vec(plan.gather(storage, f32::from_le_bytes)?, shape, dev),
+        Kind::F16 => Tensor::from_vec(plan.gather(storage, half::f16::from_le_bytes)?, shape, dev),
+        Kind::BF16 => {
+            Tensor::from_vec(plan.gather(storage, half::bf16::from_le_bytes)?, shape, dev)
+        }
+        Kind::I64 => Tensor::from_vec(plan.gather(storage, i64::from_le_bytes)?, shape, dev),
+        Kind::I32 => {
+            let v = plan.gather(storage, |b| i64::from(i32::from_le_bytes(b)))?;
+            Tensor::from_vec(v, shape, dev)
+        }
+        Kind::I16 => {
+            let v = plan.gather(storage, |b| i64::from(i16::from_le_bytes(b)))?;
+            Tensor::from_vec(v, shape, dev)
+        }
+        Kind::I8 => {
+            let v = plan.gather(storage, |b| i64::from(i8::from_le_bytes(b)))?;
+            Tensor::from_vec(v, shape, dev)
+        }
+        Kind::U8 => Tensor::from_vec(plan.gather(storage, |[b]: [u8; 1]| b)?, shape, dev),
+        Kind::Bool => {
+            let v = plan.gather(storage, |[b]: [u8; 1]| u8::from(b != 0))?;
+            Tensor::from_vec(v, shape, dev)
+        }
     };
     t.map_err(|e| format!("candle: {e}"))
 }
@@ -1285,12 +1307,16 @@ fn to_candle(kind: Kind, raw: Vec<u8>, shape: Vec<usize>) -> Res<Tensor> {
 // ---------------------------------------------------------------------------------------------
 
 /// Reads one zip entry, or its first `want` bytes, refusing sizes the archive cannot hold.
-fn read_entry<R: Read + Seek>(
-    archive: &mut zip::ZipArchive<R>,
+///
+/// Stored (uncompressed) entries are borrowed from `bytes`, the archive's own bytes; others
+/// are decompressed into a new buffer, counted against `budget`.
+fn read_entry<'a>(
+    archive: &mut zip::ZipArchive<Cursor<&'a [u8]>>,
+    bytes: &'a [u8],
     name: &str,
     want: Option<u64>,
     budget: &mut Budget,
-) -> Res<Vec<u8>> {
+) -> Res<Cow<'a, [u8]>> {
     let entry = archive
         .by_name(name)
         .map_err(|e| format!("zip entry {name}: {e}"))?;
@@ -1312,6 +1338,18 @@ fn read_entry<R: Read + Seek>(
             entry.compressed_size()
         ));
     }
+    let truncated = |got: usize| format!("zip entry {name} is truncated: {got} of {want} bytes");
+    if entry.compression() == zip::CompressionMethod::Stored && !entry.encrypted() {
+        if let Some(start) = entry.data_start() {
+            let start = usize::try_from(start).unwrap_or(usize::MAX);
+            let left = bytes.len().saturating_sub(start);
+            let n = usize::try_from(want).unwrap_or(usize::MAX);
+            return bytes
+                .get(start..start.saturating_add(n))
+                .map(Cow::Borrowed)
+                .ok_or_else(|| truncated(left));
+        }
+    }
     budget.spend(want, &format!("zip entry {name}"))?;
     let mut out = Vec::new();
     entry
@@ -1319,12 +1357,9 @@ fn read_entry<R: Read + Seek>(
         .read_to_end(&mut out)
         .map_err(|e| format!("zip entry {name}: {e}"))?;
     if (out.len() as u64) < want {
-        return Err(format!(
-            "zip entry {name} is truncated: {} of {want} bytes",
-            out.len()
-        ));
+        return Err(truncated(out.len()));
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 /// `data.pkl` at the top level or in one top-level directory.
@@ -1336,7 +1371,7 @@ fn is_data_pkl(name: &str) -> bool {
 }
 
 /// Parses a zip-format `.pth`: `<dir>/data.pkl` and the storages `<dir>/data/<key>`.
-fn load_zip(bytes: &[u8]) -> Res<Loaded<'static>> {
+fn load_zip(bytes: &[u8]) -> Res<Loaded<'_>> {
     let mut budget = Budget::for_input(bytes.len());
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| format!("zip: {e}"))?;
     let pkl_name = archive
@@ -1352,8 +1387,8 @@ fn load_zip(bytes: &[u8]) -> Res<Loaded<'static>> {
 
     let byteorder = format!("{prefix}byteorder");
     if archive.index_for_name(&byteorder).is_some() {
-        let order = read_entry(&mut archive, &byteorder, None, &mut budget)?;
-        if order.as_slice() != b"little" {
+        let order = read_entry(&mut archive, bytes, &byteorder, None, &mut budget)?;
+        if *order != *b"little" {
             return Err(format!(
                 "storages are stored in byte order {:?}; only little-endian files are supported",
                 String::from_utf8_lossy(&order)
@@ -1361,13 +1396,13 @@ fn load_zip(bytes: &[u8]) -> Res<Loaded<'static>> {
         }
     }
 
-    let pkl = read_entry(&mut archive, &pkl_name, None, &mut budget)?;
+    let pkl = read_entry(&mut archive, bytes, &pkl_name, None, &mut budget)?;
     let mut unpickler = Unpickler::new(&pkl, 0);
     let root = unpickler.load()?;
     let tensors = select_tensors(&root)?;
     drop(root);
 
-    let mut storages: HashMap<Rc<str>, Cow<'static, [u8]>> = HashMap::new();
+    let mut storages = HashMap::new();
     for t in tensors.values() {
         let st = &t.storage;
         if storages.contains_key(&st.root) {
@@ -1379,11 +1414,12 @@ fn load_zip(bytes: &[u8]) -> Res<Loaded<'static>> {
             .ok_or_else(|| format!("storage {} size overflows", st.root))?;
         let data = read_entry(
             &mut archive,
+            bytes,
             &format!("{prefix}data/{}", st.root),
             Some(nbytes as u64),
             &mut budget,
         )?;
-        storages.insert(st.root.clone(), Cow::Owned(data));
+        storages.insert(st.root.clone(), data);
     }
     Ok(Loaded {
         tensors,
@@ -1510,12 +1546,42 @@ mod tests {
     fn bits(t: &Tensor) -> Vec<u64> {
         let t = t.flatten_all().unwrap();
         match t.dtype() {
-            DType::F32 => t.to_vec1::<f32>().unwrap().iter().map(|v| u64::from(v.to_bits())).collect(),
-            DType::F64 => t.to_vec1::<f64>().unwrap().iter().map(|v| v.to_bits()).collect(),
-            DType::F16 => t.to_vec1::<half::f16>().unwrap().iter().map(|v| u64::from(v.to_bits())).collect(),
-            DType::BF16 => t.to_vec1::<half::bf16>().unwrap().iter().map(|v| u64::from(v.to_bits())).collect(),
-            DType::I64 => t.to_vec1::<i64>().unwrap().iter().map(|&v| v as u64).collect(),
-            DType::U8 => t.to_vec1::<u8>().unwrap().iter().map(|&v| u64::from(v)).collect(),
+            DType::F32 => t
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| u64::from(v.to_bits()))
+                .collect(),
+            DType::F64 => t
+                .to_vec1::<f64>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect(),
+            DType::F16 => t
+                .to_vec1::<half::f16>()
+                .unwrap()
+                .iter()
+                .map(|v| u64::from(v.to_bits()))
+                .collect(),
+            DType::BF16 => t
+                .to_vec1::<half::bf16>()
+                .unwrap()
+                .iter()
+                .map(|v| u64::from(v.to_bits()))
+                .collect(),
+            DType::I64 => t
+                .to_vec1::<i64>()
+                .unwrap()
+                .iter()
+                .map(|&v| v as u64)
+                .collect(),
+            DType::U8 => t
+                .to_vec1::<u8>()
+                .unwrap()
+                .iter()
+                .map(|&v| u64::from(v))
+                .collect(),
             other => panic!("unexpected dtype {other:?}"),
         }
     }
@@ -1563,12 +1629,17 @@ mod tests {
         let got = read_pth(&read(RESNET_PTH)).unwrap();
         let want = candle_core::safetensors::load(RESNET_SAFETENSORS, &Device::Cpu).unwrap();
         assert_eq!(got.len(), want.len());
-        assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "not sorted by name");
+        assert!(
+            got.windows(2).all(|w| w[0].0 < w[1].0),
+            "not sorted by name"
+        );
         for (name, t) in &got {
             let short = name
                 .strip_prefix("backbone.")
                 .unwrap_or_else(|| panic!("{name} lacks the prefix"));
-            let w = want.get(short).unwrap_or_else(|| panic!("{short} not in safetensors"));
+            let w = want
+                .get(short)
+                .unwrap_or_else(|| panic!("{short} not in safetensors"));
             assert_eq!(t.dims(), w.dims(), "{name}");
             assert_eq!(t.dtype(), w.dtype(), "{name}");
             assert!(bits(t) == bits(w), "{name}: values differ");
@@ -1586,8 +1657,14 @@ mod tests {
         assert_eq!(find(&tensors, "_conv_stem.weight").dims(), [32, 3, 3, 3]);
         assert_eq!(find(&tensors, "_fc.weight").dims(), [1000, 1280]);
         assert_eq!(find(&tensors, "_fc.bias").dims(), [1000]);
-        assert_eq!(find(&tensors, "_blocks.15._project_conv.weight").dims(), [320, 1152, 1, 1]);
-        assert_eq!(find(&tensors, "_blocks.0._depthwise_conv.weight").dims(), [32, 1, 3, 3]);
+        assert_eq!(
+            find(&tensors, "_blocks.15._project_conv.weight").dims(),
+            [320, 1152, 1, 1]
+        );
+        assert_eq!(
+            find(&tensors, "_blocks.0._depthwise_conv.weight").dims(),
+            [32, 1, 3, 3]
+        );
         let nbt = find(&tensors, "_bn0.num_batches_tracked");
         assert_eq!((nbt.dtype(), nbt.rank()), (DType::I64, 0));
         for (name, t) in &tensors {
@@ -1597,7 +1674,10 @@ mod tests {
             }
             assert_eq!(t.dtype(), DType::F32, "{name}");
             let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            assert!(v.iter().all(|x| x.is_finite()), "{name} has non-finite values");
+            assert!(
+                v.iter().all(|x| x.is_finite()),
+                "{name} has non-finite values"
+            );
         }
 
         // Which tensors are stored non-contiguously: every convolution weight (in TF's HWIO
@@ -1618,7 +1698,13 @@ mod tests {
         };
         assert_eq!(strided.len(), 50);
         assert!(strided.iter().all(|n| is_weight_of_conv_or_fc(n)));
-        assert_eq!(tensors.iter().filter(|(n, _)| is_weight_of_conv_or_fc(n)).count(), 50);
+        assert_eq!(
+            tensors
+                .iter()
+                .filter(|(n, _)| is_weight_of_conv_or_fc(n))
+                .count(),
+            50
+        );
         assert_eq!(loaded.tensors["_fc.weight"].stride, [1, 1000]);
         assert_eq!(loaded.tensors["_conv_stem.weight"].stride, [1, 32, 288, 96]);
 
@@ -1632,7 +1718,10 @@ mod tests {
             order.sort_by_key(|&d| (tref.size[d] != 1, std::cmp::Reverse(tref.stride[d])));
             let shape: Vec<usize> = order.iter().map(|&d| tref.size[d]).collect();
             let stride: Vec<usize> = order.iter().map(|&d| tref.stride[d]).collect();
-            assert!(is_contiguous(&shape, &stride), "{name}: strides are not a permutation");
+            assert!(
+                is_contiguous(&shape, &stride),
+                "{name}: strides are not a permutation"
+            );
             let numel: usize = shape.iter().product();
             let window = &values[tref.offset..tref.offset + numel];
             let inverse: Vec<usize> = (0..order.len())
@@ -1646,9 +1735,15 @@ mod tests {
                 .unwrap();
             let got = find(&tensors, name);
             assert_eq!(got.dims(), expected.dims(), "{name}");
-            assert!(bits(got) == bits(&expected), "{name}: gathered values differ");
+            assert!(
+                bits(got) == bits(&expected),
+                "{name}: gathered values differ"
+            );
             let naive = Tensor::from_slice(window, tref.size.as_slice(), &Device::Cpu).unwrap();
-            assert!(bits(got) != bits(&naive), "{name}: gathering changed nothing");
+            assert!(
+                bits(got) != bits(&naive),
+                "{name}: gathering changed nothing"
+            );
         }
 
         // And a manual index computation for the stem: element [o, i, y, x] sits at
@@ -1656,9 +1751,18 @@ mod tests {
         let stem = find(&tensors, "_conv_stem.weight");
         let raw = storage_bytes(&loaded.tensors["_conv_stem.weight"], &loaded.storages).unwrap();
         let storage = decode(raw, f32::from_le_bytes);
-        for (o, i, y, x) in [(0, 0, 0, 0), (1, 0, 0, 0), (0, 1, 0, 0), (5, 2, 1, 2), (31, 2, 2, 2)] {
+        for (o, i, y, x) in [
+            (0, 0, 0, 0),
+            (1, 0, 0, 0),
+            (0, 1, 0, 0),
+            (5, 2, 1, 2),
+            (31, 2, 2, 2),
+        ] {
             let v: f32 = stem.i((o, i, y, x)).unwrap().to_scalar().unwrap();
-            assert_eq!(v.to_bits(), storage[o + 32 * i + 288 * y + 96 * x].to_bits());
+            assert_eq!(
+                v.to_bits(),
+                storage[o + 32 * i + 288 * y + 96 * x].to_bits()
+            );
         }
         let fc = find(&tensors, "_fc.weight");
         let raw = storage_bytes(&loaded.tensors["_fc.weight"], &loaded.storages).unwrap();
@@ -1670,20 +1774,27 @@ mod tests {
     }
 
     /// Truncates `bytes` at 200 evenly spaced lengths (each must fail) and flips single bytes
-    /// at random (each may fail or succeed), calling the reader without its panic guard.
+    /// at random, mostly inside `hot_spots` (the file's structure rather than its tensor data);
+    /// each damaged file may be read or rejected. Calls the reader without its panic guard, so
+    /// any panic fails the test.
     fn damage(bytes: &[u8], seed: u64, hot_spots: &[std::ops::Range<usize>]) {
         let n = bytes.len();
         for i in 0..200 {
             let len = n * i / 200;
-            assert!(read_pth_unguarded(&bytes[..len]).is_err(), "truncated to {len} bytes");
+            assert!(
+                read_pth_unguarded(&bytes[..len]).is_err(),
+                "truncated to {len} bytes"
+            );
         }
         let mut rng = XorShift(seed);
         let mut data = bytes.to_vec();
         let (mut ok, mut err) = (0, 0);
-        for k in 0..150 {
-            let pos = match hot_spots.get(k % (hot_spots.len() + 1)) {
-                Some(r) => r.start + rng.below(r.len()),
-                None => rng.below(n),
+        for k in 0..120 {
+            let pos = if k % 6 == 5 || hot_spots.is_empty() {
+                rng.below(n)
+            } else {
+                let r = &hot_spots[rng.below(hot_spots.len())];
+                (r.start + rng.below(r.len())).min(n - 1)
             };
             let old = data[pos];
             data[pos] ^= (rng.below(255) + 1) as u8;
@@ -1700,14 +1811,27 @@ mod tests {
     fn damaged_zip_never_panics() {
         let bytes = read(RESNET_PTH);
         let n = bytes.len();
-        damage(&bytes, 0x9e37_79b9_7f4a_7c15, &[0..16 << 10, n - (16 << 10)..n]);
+        // data.pkl comes first, the central directory last; add every local header.
+        let mut hot = vec![0..16 << 10, n - (16 << 10)..n];
+        let mut archive = zip::ZipArchive::new(Cursor::new(&bytes[..])).unwrap();
+        for i in 0..archive.len() {
+            let start = archive.by_index(i).unwrap().header_start() as usize;
+            hot.push(start..start + 64);
+        }
+        damage(&bytes, 0x9e37_79b9_7f4a_7c15, &hot);
     }
 
     #[test]
     fn damaged_legacy_never_panics() {
         let bytes = read(LITE0_PTH);
-        // The pickles take the first 47176 bytes; storage headers follow.
-        damage(&bytes, 0x2545_f491_4f6c_dd1d, &[0..47_176, 47_176..48_000, 0..200]);
+        // The pickles come first (47176 bytes); then each storage's 8-byte element count.
+        let loaded = load_legacy(&bytes).unwrap();
+        let mut hot = vec![0..47_176];
+        for data in loaded.storages.values() {
+            let start = data.as_ptr() as usize - bytes.as_ptr() as usize - 8;
+            hot.push(start..start + 8);
+        }
+        damage(&bytes, 0x2545_f491_4f6c_dd1d, &hot);
     }
 
     #[test]
@@ -1779,8 +1903,14 @@ mod tests {
 
         /// `_rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())`.
         fn tensor(self, storage: &Storage, offset: i64, size: &[i64], stride: &[i64]) -> Self {
+            self.global("torch._utils", "_rebuild_tensor_v2")
+                .tensor_args(storage, offset, size, stride)
+                .op(b'R')
+        }
+
+        /// The argument tuple of `_rebuild_tensor_v2`.
+        fn tensor_args(self, storage: &Storage, offset: i64, size: &[i64], stride: &[i64]) -> Self {
             let mut p = self
-                .global("torch._utils", "_rebuild_tensor_v2")
                 .op(b'(')
                 .op(b'(')
                 .str("storage")
@@ -1801,7 +1931,6 @@ mod tests {
                 .op(0x89)
                 .empty_ordered_dict()
                 .op(b't')
-                .op(b'R')
         }
 
         fn stop(self) -> Vec<u8> {
@@ -1833,9 +1962,18 @@ mod tests {
         f.extend(LEGACY_MAGIC);
         f.push(b'.');
         f.extend(Pickle::new().int(1001).stop());
-        f.extend(Pickle::new().op(b'}').str("little_endian").op(0x88).op(b's').stop());
+        f.extend(
+            Pickle::new()
+                .op(b'}')
+                .str("little_endian")
+                .op(0x88)
+                .op(b's')
+                .stop(),
+        );
         f.extend(main);
-        let keys = storages.iter().fold(Pickle::new().op(b']').op(b'('), |p, s| p.str(s.0));
+        let keys = storages
+            .iter()
+            .fold(Pickle::new().op(b']').op(b'('), |p, s| p.str(s.0));
         f.extend(keys.op(b'e').stop());
         for (_, numel, data) in storages {
             f.extend(numel.to_le_bytes());
@@ -1858,7 +1996,27 @@ mod tests {
             .str("state_dict")
             .empty_ordered_dict()
             .op(b'(');
-        let main = entries(main).op(b'u').op(b'u').stop();
+        // Every storage is listed in the file, so some tensor must use each.
+        let extra = [
+            ("LongStorage", "1", 1),
+            ("IntStorage", "2", 2),
+            ("BoolStorage", "3", 3),
+        ];
+        let main = extra.iter().fold(
+            entries(main).op(b'u').str("extra").op(b'}').op(b'('),
+            |p, &(class, key, n)| {
+                p.str(key)
+                    .tensor(&legacy_storage(class, key, n), 0, &[n], &[1])
+            },
+        );
+        let main = main
+            .str("4")
+            .tensor(&legacy_storage("HalfStorage", "4", 2), 0, &[2], &[1])
+            .str("0")
+            .tensor(&floats("0"), 0, &[6], &[1])
+            .op(b'u')
+            .op(b'u')
+            .stop();
         legacy_file(
             main,
             &[
@@ -1869,7 +2027,11 @@ mod tests {
                 (
                     "4",
                     2,
-                    [half::f16::from_f32(1.0).to_le_bytes(), half::f16::from_f32(-2.0).to_le_bytes()].concat(),
+                    [
+                        half::f16::from_f32(1.0).to_le_bytes(),
+                        half::f16::from_f32(-2.0).to_le_bytes(),
+                    ]
+                    .concat(),
                 ),
             ],
         )
@@ -1909,44 +2071,296 @@ mod tests {
                 .op(b't')
                 .op(b'R')
                 .str("broadcast")
-                .tensor(&floats("0"), 4, &[2, 3], &[0, 1])
+                .tensor(&floats("0"), 3, &[2, 3], &[0, 1])
         });
         let got = read_pth(&file).unwrap();
         let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["broadcast", "empty", "half", "ints", "mask", "param", "scalar", "t", "view"]
+            [
+                "broadcast",
+                "empty",
+                "half",
+                "ints",
+                "mask",
+                "param",
+                "scalar",
+                "t",
+                "view"
+            ]
         );
         let scalar = find(&got, "scalar");
         assert_eq!((scalar.rank(), scalar.dtype()), (0, DType::I64));
         assert_eq!(scalar.to_scalar::<i64>().unwrap(), 7);
         let empty = find(&got, "empty");
-        assert_eq!((empty.dims(), empty.dtype()), (&[0usize, 3][..], DType::F32));
+        assert_eq!(
+            (empty.dims(), empty.dtype()),
+            (&[0usize, 3][..], DType::F32)
+        );
         let t = find(&got, "t");
-        assert_eq!(t.to_vec2::<f32>().unwrap(), [[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]]);
+        assert_eq!(
+            t.to_vec2::<f32>().unwrap(),
+            [[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]]
+        );
         assert_eq!(find(&got, "view").to_vec1::<f32>().unwrap(), [3.0, 4.0]);
         assert_eq!(find(&got, "ints").to_vec1::<i64>().unwrap(), [-1, 2]);
         assert_eq!(find(&got, "mask").to_vec1::<u8>().unwrap(), [0, 1, 1]);
         let half = find(&got, "half");
         assert_eq!(half.dtype(), DType::F16);
-        assert_eq!(half.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap(), [1.0, -2.0]);
+        assert_eq!(
+            half.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap(),
+            [1.0, -2.0]
+        );
         assert_eq!(find(&got, "param").to_vec1::<f32>().unwrap(), [1.0, 3.0]);
         assert_eq!(
             find(&got, "broadcast").to_vec2::<f32>().unwrap(),
-            [[4.0, 5.0, 6.0], [4.0, 5.0, 6.0]].map(|r| r.map(|x| x - 0.0)).map(|r| r.to_vec()).to_vec()
-                .into_iter()
-                .map(|r| r.into_iter().map(|x| if x > 5.0 { f32::NAN } else { x }).collect::<Vec<_>>())
-                .collect::<Vec<_>>()
-                .iter()
-                .map(|_| vec![4.0, 5.0, 0.0])
-                .collect::<Vec<_>>()
-                .len()
-                .min(0) as f32
-                * 0.0
-                + 0.0
-                == 0.0
-                && false
-                || true
+            [[3.0, 4.0, 5.0], [3.0, 4.0, 5.0]]
+        );
+    }
+
+    fn expect_err(file: &[u8], needle: &str) {
+        let err = read_pth_unguarded(file).expect_err("should fail");
+        assert!(err.contains(needle), "error {err:?} lacks {needle:?}");
+    }
+
+    #[test]
+    fn legacy_hand_built_errors() {
+        // Strides reaching past the storage.
+        let file = checkpoint(|p| p.str("bad").tensor(&floats("0"), 0, &[4], &[2]));
+        expect_err(&file, "need element 6 of a storage of 6");
+        let file = checkpoint(|p| p.str("bad").tensor(&floats("0"), 6, &[], &[]));
+        expect_err(&file, "need element 6 of a storage of 6");
+        // Index arithmetic overflowing usize.
+        let file = checkpoint(|p| {
+            p.str("bad")
+                .tensor(&floats("0"), 0, &[5, 2], &[1 << 62, 1 << 62])
+        });
+        expect_err(&file, "overflows");
+        // A huge stride-0 expansion of a tiny storage: refused, not allocated.
+        let file = checkpoint(|p| p.str("bad").tensor(&floats("0"), 0, &[1 << 40], &[0]));
+        expect_err(&file, "more than this file can plausibly hold");
+        // Negative sizes, size/stride rank mismatch, views outside their root.
+        let file = checkpoint(|p| p.str("bad").tensor(&floats("0"), 0, &[-1], &[1]));
+        expect_err(&file, "negative");
+        let file = checkpoint(|p| p.str("bad").tensor(&floats("0"), 0, &[2], &[1, 1]));
+        expect_err(&file, "dims");
+        let view = Storage {
+            view: Some(Some(("v", 4, 3))),
+            ..floats("0")
+        };
+        let file = checkpoint(|p| p.str("bad").tensor(&view, 0, &[1], &[1]));
+        expect_err(&file, "exceeds storage");
+        // A storage whose data is cut short, or whose count disagrees with the pickle.
+        let main = Pickle::new()
+            .op(b'}')
+            .str("w")
+            .tensor(&floats("0"), 0, &[6], &[1])
+            .op(b's')
+            .stop();
+        let file = legacy_file(main.clone(), &[("0", 6, vec![0; 8])]);
+        expect_err(
+            &file,
+            "truncated legacy .pth: storage 0 needs 24 bytes, 8 left",
+        );
+        let file = legacy_file(main.clone(), &[("0", 5, vec![0; 24])]);
+        expect_err(&file, "holds 5 elements, 6 declared");
+        // A declared size of 2^60 elements: checked against the input, never allocated.
+        let huge = legacy_storage("FloatStorage", "0", 1 << 60);
+        let main_huge = Pickle::new()
+            .op(b'}')
+            .str("w")
+            .tensor(&huge, 0, &[6], &[1])
+            .op(b's')
+            .stop();
+        let file = legacy_file(main_huge, &[("0", 1 << 60, vec![0; 24])]);
+        expect_err(&file, "truncated legacy .pth: storage 0 needs");
+        // Unknown element types, unknown storage keys, missing tensors.
+        let odd = legacy_storage("ComplexFloatStorage", "0", 6);
+        let main_odd = Pickle::new()
+            .op(b'}')
+            .str("w")
+            .tensor(&odd, 0, &[6], &[1])
+            .op(b's')
+            .stop();
+        expect_err(
+            &legacy_file(main_odd, &[]),
+            "unsupported storage type torch.ComplexFloatStorage",
+        );
+        let file = legacy_file(main.clone(), &[("0", 6, vec![0; 24]), ("9", 1, vec![0; 4])]);
+        expect_err(&file, "lists storage 9, which nothing uses");
+        let empty = Pickle::new().op(b'}').str("epoch").int(1).op(b's').stop();
+        expect_err(
+            &legacy_file(empty, &[]),
+            "no tensors found (top-level keys: epoch)",
+        );
+        // Quantized tensors are reported, not dropped.
+        let q = Pickle::new()
+            .op(b'}')
+            .str("w")
+            .global("torch._utils", "_rebuild_qtensor")
+            .op(b')')
+            .op(b'R')
+            .op(b's')
+            .stop();
+        expect_err(&legacy_file(q, &[]), "torch._utils._rebuild_qtensor");
+        // The whole file is fine otherwise.
+        assert_eq!(
+            read_pth(&legacy_file(main, &[("0", 6, vec![0; 24])]))
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    /// A zip-format file with `entries` in directory `dir`.
+    fn zip_file(dir: &str, entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for (name, data) in entries {
+            w.start_file(format!("{dir}/{name}"), opts).unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn zip_hand_built_checkpoint() {
+        let f = |key: &'static str, class: &'static str, numel: i64| Storage {
+            class,
+            key,
+            numel,
+            view: None,
+        };
+        // {"model": {"w": _rebuild_from_type_v2(_rebuild_tensor_v2, Parameter, (...), {}),
+        //            "u": bytes of an UntypedStorage}, "step": 10}
+        let pkl = Pickle::new()
+            .op(b'}')
+            .op(b'(')
+            .str("step")
+            .int(10)
+            .str("model")
+            .op(b'}')
+            .op(b'(')
+            .str("w")
+            .global("torch._tensor", "_rebuild_from_type_v2")
+            .op(b'(')
+            .global("torch._utils", "_rebuild_tensor_v2")
+            .global("torch.nn.parameter", "Parameter")
+            .tensor_args(&f("0", "FloatStorage", 4), 0, &[2, 2], &[1, 2])
+            .op(b'}') // state
+            .op(b't') // (func, type, args, state)
+            .op(b'R');
+        let pkl = pkl
+            .str("u")
+            .tensor(&f("1", "UntypedStorage", 3), 0, &[3], &[1])
+            .op(b'u')
+            .op(b'u')
+            .stop();
+        let file = zip_file(
+            "archive",
+            &[
+                ("data.pkl", pkl.clone()),
+                ("byteorder", b"little".to_vec()),
+                ("data/0", f32_bytes(&[1.0, 2.0, 3.0, 4.0])),
+                ("data/1", vec![7, 8, 9]),
+            ],
+        );
+        let got = read_pth(&file).unwrap();
+        assert_eq!(
+            find(&got, "w").to_vec2::<f32>().unwrap(),
+            [[1.0, 3.0], [2.0, 4.0]]
+        );
+        assert_eq!(find(&got, "u").to_vec1::<u8>().unwrap(), [7, 8, 9]);
+
+        let short = zip_file(
+            "x",
+            &[
+                ("data.pkl", pkl.clone()),
+                ("data/0", vec![0; 15]),
+                ("data/1", vec![0; 3]),
+            ],
+        );
+        expect_err(&short, "zip entry x/data/0 holds 15 bytes, 16 needed");
+        let missing = zip_file("x", &[("data.pkl", pkl.clone()), ("data/0", vec![0; 16])]);
+        expect_err(&missing, "x/data/1");
+        let big = zip_file("x", &[("data.pkl", pkl), ("byteorder", b"big".to_vec())]);
+        expect_err(&big, "only little-endian");
+        let no_pickle = zip_file("x", &[("data/0", vec![0; 16])]);
+        expect_err(&no_pickle, "no <dir>/data.pkl");
+    }
+
+    #[test]
+    fn hostile_pickles_fail_cleanly() {
+        let prefix = |main: Vec<u8>| legacy_file(main, &[]);
+        // A million nested tuples / lists: built and dropped without recursion.
+        let mut deep = vec![0x80, 2, b'N'];
+        deep.extend(std::iter::repeat_n(0x85, 1_000_000));
+        deep.push(b'.');
+        expect_err(&deep, "magic number");
+        let mut lists = vec![0x80, 2];
+        lists.extend(std::iter::repeat_n(b']', 1_000_000));
+        lists.extend(std::iter::repeat_n(b'a', 999_999));
+        lists.push(b'.');
+        expect_err(&prefix(lists), "no tensors found");
+        // Nested lists built through the memo after insertion.
+        let mut memo = Pickle::new().op(b']').op(0x94).0;
+        for i in 0..100_000u32 {
+            memo.push(b'j');
+            memo.extend(i.to_le_bytes());
+            memo.extend([b']', 0x94, b'a']);
+        }
+        memo.push(b'.');
+        expect_err(&prefix(memo), "no tensors found");
+        // A list containing itself.
+        expect_err(
+            &prefix(vec![0x80, 2, b']', b'q', 0, b'h', 0, b'a', b'.']),
+            "no tensors found",
+        );
+        // Lengths far beyond the input.
+        let mut long = vec![0x80, 2, 0x8d];
+        long.extend(u64::MAX.to_le_bytes());
+        expect_err(&prefix(long), "truncated");
+        expect_err(
+            &prefix(vec![0x80, 2, b'X', 0xff, 0xff, 0xff, 0xff, b'.']),
+            "truncated",
+        );
+        expect_err(
+            &prefix(vec![0x80, 2, 0x8b, 0xff, 0xff, 0xff, 0xff, b'.']),
+            "negative",
+        );
+        // Stack and memo misuse.
+        expect_err(&prefix(vec![0x80, 2, b'.']), "underflow");
+        expect_err(&prefix(vec![0x80, 2, b'(', b'a', b'.']), "underflow");
+        expect_err(
+            &prefix(vec![0x80, 2, b'h', 9, b'.']),
+            "memo entry 9 missing",
+        );
+        expect_err(&prefix(vec![0x80, 2, b'}', b'K', 1, b'u', b'.']), "no MARK");
+        expect_err(&prefix(vec![0x80, 9, b'.']), "protocol 9");
+        expect_err(
+            &prefix(vec![0x80, 2, 0x82, b'.']),
+            "unsupported pickle opcode 0x82",
+        );
+        // Tensor rebuilds wrapping each other without end.
+        let mut nest = Pickle::new().global("torch._tensor", "_rebuild_from_type_v2");
+        for _ in 0..100 {
+            nest = nest
+                .op(b'(')
+                .global("torch._tensor", "_rebuild_from_type_v2")
+                .op(b'N');
+        }
+        nest = nest.op(b')');
+        for _ in 0..100 {
+            nest = nest.op(b'N').op(b't');
+        }
+        expect_err(&prefix(nest.op(b'R').stop()), "nested too deeply");
+        // Not a torch file at all.
+        expect_err(&Pickle::new().op(b'}').stop(), "magic number");
+        expect_err(
+            b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.",
+            "protocol version missing",
         );
     }
 }
