@@ -8,7 +8,9 @@ use headstart_backbone::{Architecture, Backbone};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let weights = args.get(1).ok_or("usage: forward_timing WEIGHTS [ARCH] [BATCH]")?;
+    let weights = args
+        .get(1)
+        .ok_or("usage: forward_timing WEIGHTS [ARCH] [BATCH]")?;
     let arch = Architecture::from_name(args.get(2).map(String::as_str).unwrap_or("resnet18"))?;
     let batch: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(32);
     let w = WeightMap::from_file(std::path::Path::new(weights), None)?;
@@ -21,6 +23,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model.features(&x)?;
     }
     let s = t.elapsed().as_secs_f64() / reps as f64;
-    println!("{arch}: batch {batch}: {:.3} s per batch, {:.1} images/s", s, batch as f64 / s);
+    println!(
+        "{arch}: batch {batch}: {:.3} s per batch, {:.1} images/s",
+        s,
+        batch as f64 / s
+    );
     Ok(())
 }

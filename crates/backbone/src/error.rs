@@ -32,32 +32,12 @@ pub enum Error {
     },
 
     /// A tensor the model needs is absent from the weights.
-    #[error("{source_desc}: missing tensor `{name}` (expected shape {expected:?}) — are these weights for {backbone}? Use --weights-prefix if the names carry an unusual prefix")]
-    MissingTensor {
-        /// Where the weights came from.
-        source_desc: String,
-        /// The backbone being built.
-        backbone: String,
-        /// The tensor name after prefix stripping.
-        name: String,
-        /// The shape the model expects.
-        expected: Vec<usize>,
-    },
+    #[error("{}: missing tensor `{}` (expected shape {:?}) — are these weights for {}? Use --weights-prefix if the names carry an unusual prefix", .0.source_desc, .0.name, .0.expected, .0.backbone)]
+    MissingTensor(Box<TensorProblem>),
 
     /// A tensor has the wrong shape.
-    #[error("{source_desc}: tensor `{name}` has shape {found:?} but {backbone} expects {expected:?} — these weights are for another architecture")]
-    ShapeMismatch {
-        /// Where the weights came from.
-        source_desc: String,
-        /// The backbone being built.
-        backbone: String,
-        /// The tensor name.
-        name: String,
-        /// The shape the model expects.
-        expected: Vec<usize>,
-        /// The shape in the file.
-        found: Vec<usize>,
-    },
+    #[error("{}: tensor `{}` has shape {:?} but {} expects {:?} — these weights are for another architecture", .0.source_desc, .0.name, .0.found, .0.backbone, .0.expected)]
+    ShapeMismatch(Box<TensorProblem>),
 
     /// No weights could be found anywhere.
     #[error("no weights found for {backbone}. Looked in:\n{}\nFix: pass --weights PATH (a .safetensors or .pth file), or on a connected machine run `headstart weights --backbone {backbone}` once to download them into the Hugging Face cache", looked.iter().map(|l| format!("  - {l}")).collect::<Vec<_>>().join("\n"))]
@@ -91,6 +71,21 @@ impl Error {
             reason: reason.into(),
         }
     }
+}
+
+/// Details of a missing or mis-shaped tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorProblem {
+    /// Where the weights came from.
+    pub source_desc: String,
+    /// The backbone being built.
+    pub backbone: String,
+    /// The tensor name (after prefix stripping).
+    pub name: String,
+    /// The shape the model expects.
+    pub expected: Vec<usize>,
+    /// The shape in the file (empty when missing).
+    pub found: Vec<usize>,
 }
 
 /// Result alias for this crate.

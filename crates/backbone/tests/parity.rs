@@ -7,7 +7,9 @@ use headstart_backbone::weights::WeightMap;
 use headstart_backbone::{Architecture, Backbone};
 
 fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared")
+        .join(rel)
 }
 
 fn expected(rel: &str) -> std::collections::HashMap<String, Tensor> {
@@ -16,8 +18,23 @@ fn expected(rel: &str) -> std::collections::HashMap<String, Tensor> {
 
 fn rel_err(out: &Tensor, reference: &Tensor) -> f32 {
     assert_eq!(out.dims(), reference.dims());
-    let diff = (out - reference).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
-    let norm = reference.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+    let diff = (out - reference)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt();
+    let norm = reference
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt();
     diff / norm
 }
 
@@ -35,14 +52,22 @@ fn check(arch: Architecture, weights: &str, fixture: &str) {
 
 #[test]
 fn resnet18_matches_torchvision_from_safetensors() {
-    check(Architecture::ResNet18, "fixtures/resnet18/weights.safetensors", "fixtures/resnet18/expected.safetensors");
+    check(
+        Architecture::ResNet18,
+        "fixtures/resnet18/weights.safetensors",
+        "fixtures/resnet18/expected.safetensors",
+    );
 }
 
 #[test]
 fn resnet18_matches_torchvision_from_prefixed_zip_pth() {
     let w = WeightMap::from_file(&shared("fixtures/resnet18/weights-prefixed.pth"), None).unwrap();
     assert_eq!(w.stripped_prefix, "backbone.");
-    check(Architecture::ResNet18, "fixtures/resnet18/weights-prefixed.pth", "fixtures/resnet18/expected.safetensors");
+    check(
+        Architecture::ResNet18,
+        "fixtures/resnet18/weights-prefixed.pth",
+        "fixtures/resnet18/expected.safetensors",
+    );
 }
 
 #[test]
@@ -69,9 +94,16 @@ fn resnet18_eval_features_match_on_reference_inputs() {
 #[test]
 fn wrong_architecture_names_the_tensor_and_both_shapes() {
     let w = WeightMap::from_file(&shared("fixtures/resnet18/weights.safetensors"), None).unwrap();
-    let err = Backbone::load(Architecture::ResNet50, &w, false, &Device::Cpu).unwrap_err().to_string();
+    let err = Backbone::load(Architecture::ResNet50, &w, false, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("layer1.0.conv1.weight"), "{err}");
-    assert!(err.contains("[64, 64, 1, 1]") && err.contains("[64, 64, 3, 3]"), "{err}");
-    let err = Backbone::load(Architecture::EfficientNetLite0, &w, false, &Device::Cpu).unwrap_err().to_string();
+    assert!(
+        err.contains("[64, 64, 1, 1]") && err.contains("[64, 64, 3, 3]"),
+        "{err}"
+    );
+    let err = Backbone::load(Architecture::EfficientNetLite0, &w, false, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing tensor `_conv_stem.weight`"), "{err}");
 }

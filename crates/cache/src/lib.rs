@@ -10,6 +10,9 @@ pub mod st;
 pub mod writer;
 
 pub use error::{Error, Result};
-pub use manifest::{AugmentConfig, CacheSettings, FeatureDType, ImageEntry, ImageStatus, Manifest, ShardEntry, Split};
+pub use manifest::{
+    AugmentConfig, CacheSettings, FeatureDType, ImageEntry, ImageStatus, Manifest, ShardEntry,
+    Split,
+};
 pub use reader::{CachedRows, FeatureCache, Problem};
 pub use writer::{CacheWriter, Lookup, ViewMeta};

@@ -44,7 +44,8 @@ impl DirLock {
         for _ in 0..3 {
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(mut f) => {
-                    f.write_all(me.as_bytes()).map_err(|e| Error::io(&path, e))?;
+                    f.write_all(me.as_bytes())
+                        .map_err(|e| Error::io(&path, e))?;
                     f.sync_all().map_err(|e| Error::io(&path, e))?;
                     return Ok((Self { path }, warning));
                 }
@@ -59,7 +60,8 @@ impl DirLock {
                             return Err(Error::Locked { path, holder });
                         }
                         _ => {
-                            warning = Some(format!(
+                            warning =
+                                Some(format!(
                                 "{}: taking over a stale lock left by a process that is gone ({})",
                                 path.display(),
                                 if holder.is_empty() { "unreadable" } else { holder.trim() }
@@ -94,7 +96,10 @@ mod tests {
         let (lock, warn) = DirLock::acquire(d.path()).unwrap();
         assert!(warn.is_none());
         let err = DirLock::acquire(d.path()).unwrap_err().to_string();
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         drop(lock);
         assert!(DirLock::acquire(d.path()).is_ok());
     }

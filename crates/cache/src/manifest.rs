@@ -79,7 +79,11 @@ impl CacheSettings {
                 out.push(format!("{name}: cache has {a}, this run has {b}"));
             }
         };
-        cmp("backbone", self.backbone.name.clone(), other.backbone.name.clone());
+        cmp(
+            "backbone",
+            self.backbone.name.clone(),
+            other.backbone.name.clone(),
+        );
         if self.backbone.name == other.backbone.name {
             cmp(
                 "backbone config",
@@ -87,8 +91,16 @@ impl CacheSettings {
                 serde_json::to_string(&other.backbone).unwrap_or_default(),
             );
         }
-        cmp("weights sha256", self.weights_sha256.clone(), other.weights_sha256.clone());
-        cmp("views", self.augment.views.to_string(), other.augment.views.to_string());
+        cmp(
+            "weights sha256",
+            self.weights_sha256.clone(),
+            other.weights_sha256.clone(),
+        );
+        cmp(
+            "views",
+            self.augment.views.to_string(),
+            other.augment.views.to_string(),
+        );
         let (mut a, mut b) = (self.augment.clone(), other.augment.clone());
         a.views = 0;
         b.views = 0;
@@ -99,7 +111,11 @@ impl CacheSettings {
         );
         cmp("seed", self.seed.to_string(), other.seed.to_string());
         cmp("dtype", self.dtype.name().into(), other.dtype.name().into());
-        cmp("feature dim", self.feature_dim.to_string(), other.feature_dim.to_string());
+        cmp(
+            "feature dim",
+            self.feature_dim.to_string(),
+            other.feature_dim.to_string(),
+        );
         out
     }
 }
@@ -205,7 +221,9 @@ impl Manifest {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotACache { path: dir.to_path_buf() })
+                return Err(Error::NotACache {
+                    path: dir.to_path_buf(),
+                })
             }
             Err(e) => return Err(Error::io(&path, e)),
         };
@@ -226,16 +244,27 @@ impl Manifest {
         }
         for (i, img) in m.images.iter().enumerate() {
             if img.label >= m.classes.len() {
-                return Err(format!("image {i} ({}) has label {} but there are {} classes", img.path, img.label, m.classes.len()));
+                return Err(format!(
+                    "image {i} ({}) has label {} but there are {} classes",
+                    img.path,
+                    img.label,
+                    m.classes.len()
+                ));
             }
         }
         let total: usize = m.shards.iter().map(|s| s.rows).sum();
         if total != m.rows {
-            return Err(format!("shards hold {total} rows but the manifest says {}", m.rows));
+            return Err(format!(
+                "shards hold {total} rows but the manifest says {}",
+                m.rows
+            ));
         }
         for s in &m.shards {
             if s.file.contains('/') || s.file.contains('\\') || s.file.starts_with('.') {
-                return Err(format!("shard file name `{}` is not a plain file name", s.file));
+                return Err(format!(
+                    "shard file name `{}` is not a plain file name",
+                    s.file
+                ));
             }
         }
         Ok(m)

@@ -72,9 +72,14 @@ impl FeatureCache {
     /// Opens `dir` and parses its manifest (no shard is read yet).
     pub fn open(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
-            return Err(Error::NotACache { path: dir.to_path_buf() });
+            return Err(Error::NotACache {
+                path: dir.to_path_buf(),
+            });
         }
-        Ok(Self { dir: dir.to_path_buf(), manifest: Manifest::read(dir)? })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest: Manifest::read(dir)?,
+        })
     }
 
     /// sha256 of `manifest.json` as stored (for provenance records).
@@ -86,20 +91,29 @@ impl FeatureCache {
 
     fn read_shard(&self, entry: &ShardEntry) -> Result<ShardData> {
         let path = self.dir.join(&entry.file);
-        let shard_err = |reason: String| Error::Shard { path: path.clone(), reason };
+        let shard_err = |reason: String| Error::Shard {
+            path: path.clone(),
+            reason,
+        };
         let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => shard_err("missing".into()),
             _ => Error::io(&path, e),
         })?;
         let sha = hex::encode(Sha256::digest(&bytes));
         if sha != entry.sha256 {
-            return Err(shard_err(format!("checksum mismatch: sha256 is {sha}, manifest says {}", entry.sha256)));
+            return Err(shard_err(format!(
+                "checksum mismatch: sha256 is {sha}, manifest says {}",
+                entry.sha256
+            )));
         }
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| shard_err(format!("not a safetensors file: {e}")))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| shard_err(format!("not a safetensors file: {e}")))?;
         let dim = self.manifest.settings.feature_dim;
         let rows = entry.rows;
         let get = |name: &str, dtype: Dtype, shape: &[usize]| -> Result<Vec<u8>> {
-            let t = st.tensor(name).map_err(|_| shard_err(format!("tensor `{name}` missing")))?;
+            let t = st
+                .tensor(name)
+                .map_err(|_| shard_err(format!("tensor `{name}` missing")))?;
             if t.dtype() != dtype || t.shape() != shape {
                 return Err(shard_err(format!(
                     "tensor `{name}` is {:?} {:?}, expected {dtype:?} {shape:?}",
@@ -125,16 +139,26 @@ impl FeatureCache {
                 .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
                 .collect())
         };
-        let data = ShardData { features, label: ints("label")?, image: ints("image")?, view: ints("view")? };
+        let data = ShardData {
+            features,
+            label: ints("label")?,
+            image: ints("image")?,
+            view: ints("view")?,
+        };
         let n_images = self.manifest.images.len() as i64;
         let n_classes = self.manifest.classes.len() as i64;
         for r in 0..rows {
             let (img, lab) = (data.image[r], data.label[r]);
             if img < 0 || img >= n_images {
-                return Err(shard_err(format!("row {r}: image index {img} outside the manifest's {n_images} images")));
+                return Err(shard_err(format!(
+                    "row {r}: image index {img} outside the manifest's {n_images} images"
+                )));
             }
-            if lab < 0 || lab >= n_classes || self.manifest.images[img as usize].label as i64 != lab {
-                return Err(shard_err(format!("row {r}: label {lab} disagrees with the manifest")));
+            if lab < 0 || lab >= n_classes || self.manifest.images[img as usize].label as i64 != lab
+            {
+                return Err(shard_err(format!(
+                    "row {r}: label {lab} disagrees with the manifest"
+                )));
             }
         }
         Ok(data)
@@ -144,7 +168,10 @@ impl FeatureCache {
     /// status is `ok`.
     pub fn load(&self) -> Result<CachedRows> {
         let dim = self.manifest.settings.feature_dim;
-        let mut out = CachedRows { dim, ..Default::default() };
+        let mut out = CachedRows {
+            dim,
+            ..Default::default()
+        };
         out.features.reserve(self.manifest.rows * dim);
         for entry in &self.manifest.shards {
             let s = self.read_shard(entry)?;
@@ -153,7 +180,8 @@ impl FeatureCache {
                 if self.manifest.images[img].status != ImageStatus::Ok {
                     continue;
                 }
-                out.features.extend_from_slice(&s.features[r * dim..(r + 1) * dim]);
+                out.features
+                    .extend_from_slice(&s.features[r * dim..(r + 1) * dim]);
                 out.label.push(s.label[r]);
                 out.image.push(s.image[r]);
                 out.view.push(s.view[r]);
@@ -173,7 +201,11 @@ impl FeatureCache {
                     Error::Shard { reason, .. } if reason.starts_with("row") => "index",
                     _ => "format",
                 };
-                problems.push(Problem { file: entry.file.clone(), check: check.into(), message: e.to_string() });
+                problems.push(Problem {
+                    file: entry.file.clone(),
+                    check: check.into(),
+                    message: e.to_string(),
+                });
             }
         }
         problems
@@ -183,7 +215,11 @@ impl FeatureCache {
     pub fn verify_dir(dir: &Path) -> Vec<Problem> {
         match Self::open(dir) {
             Ok(c) => c.verify(),
-            Err(e) => vec![Problem { file: crate::manifest::MANIFEST_FILE.into(), check: "manifest".into(), message: e.to_string() }],
+            Err(e) => vec![Problem {
+                file: crate::manifest::MANIFEST_FILE.into(),
+                check: "manifest".into(),
+                message: e.to_string(),
+            }],
         }
     }
 }

@@ -43,9 +43,15 @@ impl Data<'_> {
 
     fn write_le(&self, out: &mut Vec<u8>) {
         match self {
-            Data::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Data::F16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Data::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Data::F32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Data::F16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Data::I64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             Data::U8(v) => out.extend_from_slice(v),
         }
     }
@@ -75,7 +81,10 @@ pub struct NamedTensor<'a> {
 /// Serialises tensors (written in the given order) and string metadata into safetensors bytes.
 ///
 /// Panics never; returns an error string if a shape does not match its data.
-pub fn serialize(tensors: &[NamedTensor<'_>], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>, String> {
+pub fn serialize(
+    tensors: &[NamedTensor<'_>],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, String> {
     let mut header = Map::new();
     if !metadata.is_empty() {
         header.insert("__metadata__".into(), json!(metadata));
@@ -84,7 +93,12 @@ pub fn serialize(tensors: &[NamedTensor<'_>], metadata: &BTreeMap<String, String
     for t in tensors {
         let n: usize = t.shape.iter().product();
         if n != t.data.len() {
-            return Err(format!("tensor `{}`: shape {:?} holds {n} values, data has {}", t.name, t.shape, t.data.len()));
+            return Err(format!(
+                "tensor `{}`: shape {:?} holds {n} values, data has {}",
+                t.name,
+                t.shape,
+                t.data.len()
+            ));
         }
         let end = offset + t.data.byte_len();
         header.insert(
@@ -119,8 +133,16 @@ mod tests {
             meta.insert(k.to_string(), format!("value of {k}"));
         }
         let tensors = [
-            NamedTensor { name: "features", shape: vec![2, 3], data: Data::F32(&f) },
-            NamedTensor { name: "label", shape: vec![2], data: Data::I64(&l) },
+            NamedTensor {
+                name: "features",
+                shape: vec![2, 3],
+                data: Data::F32(&f),
+            },
+            NamedTensor {
+                name: "label",
+                shape: vec![2],
+                data: Data::I64(&l),
+            },
         ];
         let a = serialize(&tensors, &meta).unwrap();
         let b = serialize(&tensors, &meta).unwrap();
@@ -128,8 +150,14 @@ mod tests {
         let st = safetensors::SafeTensors::deserialize(&a).unwrap();
         let feat = st.tensor("features").unwrap();
         assert_eq!(feat.shape(), &[2, 3]);
-        assert_eq!(feat.data(), &f.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()[..]);
-        assert_eq!(st.tensor("label").unwrap().data(), &l.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()[..]);
+        assert_eq!(
+            feat.data(),
+            &f.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()[..]
+        );
+        assert_eq!(
+            st.tensor("label").unwrap().data(),
+            &l.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()[..]
+        );
         let (_, md) = safetensors::SafeTensors::read_metadata(&a).unwrap();
         assert_eq!(md.metadata().as_ref().unwrap()["z"], "value of z");
     }
@@ -137,7 +165,11 @@ mod tests {
     #[test]
     fn shape_mismatch_is_an_error() {
         let f = [1.0f32];
-        let t = [NamedTensor { name: "x", shape: vec![2], data: Data::F32(&f) }];
+        let t = [NamedTensor {
+            name: "x",
+            shape: vec![2],
+            data: Data::F32(&f),
+        }];
         assert!(serialize(&t, &BTreeMap::new()).unwrap_err().contains("x"));
     }
 }

@@ -9,7 +9,9 @@ use sha2::{Digest, Sha256};
 
 use crate::atomic::{remove_stale_temps, write_atomic};
 use crate::lock::DirLock;
-use crate::manifest::{CacheSettings, FeatureDType, ImageEntry, ImageStatus, Manifest, ShardEntry, FORMAT_VERSION};
+use crate::manifest::{
+    CacheSettings, FeatureDType, ImageEntry, ImageStatus, Manifest, ShardEntry, FORMAT_VERSION,
+};
 use crate::st::{serialize, Data, NamedTensor};
 use crate::{Error, Result};
 
@@ -71,19 +73,30 @@ impl CacheWriter {
     /// Opens `dir` for writing: creates it, or resumes the cache in it when its settings equal
     /// `settings` (and its classes equal `classes`). With `force`, an incompatible cache is
     /// discarded. Takes the directory lock.
-    pub fn open(dir: &Path, settings: CacheSettings, classes: Vec<String>, shard_size: usize, force: bool) -> Result<Self> {
+    pub fn open(
+        dir: &Path,
+        settings: CacheSettings,
+        classes: Vec<String>,
+        shard_size: usize,
+        force: bool,
+    ) -> Result<Self> {
         if shard_size == 0 {
             return Err(Error::Invalid("shard size must be at least 1".into()));
         }
         if dir.exists() && !dir.is_dir() {
-            return Err(Error::io(dir, std::io::Error::other("exists and is not a directory")));
+            return Err(Error::io(
+                dir,
+                std::io::Error::other("exists and is not a directory"),
+            ));
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let (lock, lock_warning) = DirLock::acquire(dir)?;
         let mut warnings: Vec<String> = lock_warning.into_iter().collect();
         let removed = remove_stale_temps(dir)?;
         if removed > 0 {
-            warnings.push(format!("removed {removed} partial file(s) left by an interrupted run"));
+            warnings.push(format!(
+                "removed {removed} partial file(s) left by an interrupted run"
+            ));
         }
         let existing = match Manifest::read(dir) {
             Ok(m) => Some(m),
@@ -98,16 +111,25 @@ impl CacheWriter {
             Some(m) => {
                 let mut diffs = m.settings.differences(&settings);
                 if m.classes != classes {
-                    diffs.push(format!("classes: cache has {:?}, this run has {:?}", m.classes, classes));
+                    diffs.push(format!(
+                        "classes: cache has {:?}, this run has {:?}",
+                        m.classes, classes
+                    ));
                 }
                 if diffs.is_empty() {
                     m
                 } else if force {
-                    warnings.push(format!("--force: discarding the cache built with other settings ({})", diffs.join("; ")));
+                    warnings.push(format!(
+                        "--force: discarding the cache built with other settings ({})",
+                        diffs.join("; ")
+                    ));
                     remove_cache_files(dir, &m)?;
                     Manifest::new(settings, classes)
                 } else {
-                    return Err(Error::ConfigMismatch { path: dir.to_path_buf(), differences: diffs });
+                    return Err(Error::ConfigMismatch {
+                        path: dir.to_path_buf(),
+                        differences: diffs,
+                    });
                 }
             }
             None => Manifest::new(settings, classes),
@@ -166,7 +188,10 @@ impl CacheWriter {
 
     fn register(&mut self, entry: ImageEntry) -> Result<usize> {
         if entry.label >= self.manifest.classes.len() {
-            return Err(Error::Invalid(format!("{}: label {} out of range", entry.path, entry.label)));
+            return Err(Error::Invalid(format!(
+                "{}: label {} out of range",
+                entry.path, entry.label
+            )));
         }
         let idx = self.manifest.images.len();
         self.by_path.insert(entry.path.clone(), idx);
@@ -183,7 +208,12 @@ impl CacheWriter {
 
     /// Adds an image with its rows: `features` holds `views.len()` rows of `feature_dim` values.
     /// Commits the current shard first if these rows would not fit in it.
-    pub fn add_image(&mut self, mut entry: ImageEntry, views: &[ViewMeta], features: &[f32]) -> Result<()> {
+    pub fn add_image(
+        &mut self,
+        mut entry: ImageEntry,
+        views: &[ViewMeta],
+        features: &[f32],
+    ) -> Result<()> {
         let dim = self.manifest.settings.feature_dim;
         if features.len() != views.len() * dim {
             return Err(Error::Invalid(format!(
@@ -216,10 +246,11 @@ impl CacheWriter {
     pub fn commit_shard(&mut self) -> Result<()> {
         let index = self.manifest.shards.len();
         let file = shard_name(index);
-        let bytes = encode_shard(&self.buffer, &self.manifest.settings).map_err(|reason| Error::Shard {
-            path: self.dir.join(&file),
-            reason,
-        })?;
+        let bytes =
+            encode_shard(&self.buffer, &self.manifest.settings).map_err(|reason| Error::Shard {
+                path: self.dir.join(&file),
+                reason,
+            })?;
         let path = self.dir.join(&file);
         write_atomic(&path, &bytes)?;
         let rows = self.buffer.rows();
@@ -255,12 +286,36 @@ fn encode_shard(b: &ShardBuffer, s: &CacheSettings) -> std::result::Result<Vec<u
         }
     };
     let tensors = [
-        NamedTensor { name: "features", shape: vec![rows, s.feature_dim], data: features },
-        NamedTensor { name: "label", shape: vec![rows], data: Data::I64(&b.label) },
-        NamedTensor { name: "image", shape: vec![rows], data: Data::I64(&b.image) },
-        NamedTensor { name: "view", shape: vec![rows], data: Data::I64(&b.view) },
-        NamedTensor { name: "crop_box", shape: vec![rows, 4], data: Data::I64(&b.crop) },
-        NamedTensor { name: "flip", shape: vec![rows], data: Data::U8(&b.flip) },
+        NamedTensor {
+            name: "features",
+            shape: vec![rows, s.feature_dim],
+            data: features,
+        },
+        NamedTensor {
+            name: "label",
+            shape: vec![rows],
+            data: Data::I64(&b.label),
+        },
+        NamedTensor {
+            name: "image",
+            shape: vec![rows],
+            data: Data::I64(&b.image),
+        },
+        NamedTensor {
+            name: "view",
+            shape: vec![rows],
+            data: Data::I64(&b.view),
+        },
+        NamedTensor {
+            name: "crop_box",
+            shape: vec![rows, 4],
+            data: Data::I64(&b.crop),
+        },
+        NamedTensor {
+            name: "flip",
+            shape: vec![rows],
+            data: Data::U8(&b.flip),
+        },
     ];
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), crate::manifest::FORMAT.to_string());

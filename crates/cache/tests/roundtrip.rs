@@ -40,7 +40,13 @@ fn entry(i: usize) -> ImageEntry {
 }
 
 fn views() -> Vec<ViewMeta> {
-    (0..3).map(|v| ViewMeta { view: v, crop: [0, 0, 10, 10], flip: v == 2 }).collect()
+    (0..3)
+        .map(|v| ViewMeta {
+            view: v,
+            crop: [0, 0, 10, 10],
+            flip: v == 2,
+        })
+        .collect()
 }
 
 fn feats(i: usize) -> Vec<f32> {
@@ -71,7 +77,12 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap())
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -110,11 +121,20 @@ fn different_settings_are_refused_with_the_difference_named() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), 4, None);
     let classes = vec!["a".to_string(), "b".to_string()];
-    let err = CacheWriter::open(d.path(), settings(2, FeatureDType::F16), classes.clone(), 7, false)
-        .unwrap_err()
-        .to_string();
+    let err = CacheWriter::open(
+        d.path(),
+        settings(2, FeatureDType::F16),
+        classes.clone(),
+        7,
+        false,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("seed: cache has 1, this run has 2"), "{err}");
-    assert!(err.contains("dtype: cache has f32, this run has f16"), "{err}");
+    assert!(
+        err.contains("dtype: cache has f32, this run has f16"),
+        "{err}"
+    );
     assert!(err.contains("--force"), "{err}");
     let w = CacheWriter::open(d.path(), settings(2, FeatureDType::F16), classes, 7, true).unwrap();
     assert!(w.manifest().images.is_empty());
@@ -139,7 +159,10 @@ fn corrupt_and_truncated_shards_are_named() {
     assert_eq!(problems[0].check, "sha256");
     assert_eq!(problems[1].file, "shard-00001.safetensors");
     let err = c.load().unwrap_err().to_string();
-    assert!(err.contains("shard-00000.safetensors") && err.contains("checksum"), "{err}");
+    assert!(
+        err.contains("shard-00000.safetensors") && err.contains("checksum"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -147,8 +170,10 @@ fn removed_and_changed_files_go_stale_and_their_rows_are_dropped() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), 6, None);
     let classes = vec!["a".to_string(), "b".to_string()];
-    let mut w = CacheWriter::open(d.path(), settings(1, FeatureDType::F32), classes, 7, false).unwrap();
-    let mut present: HashMap<String, String> = (0..6).map(|i| (entry(i).path, entry(i).sha256)).collect();
+    let mut w =
+        CacheWriter::open(d.path(), settings(1, FeatureDType::F32), classes, 7, false).unwrap();
+    let mut present: HashMap<String, String> =
+        (0..6).map(|i| (entry(i).path, entry(i).sha256)).collect();
     present.remove(&entry(0).path);
     present.insert(entry(1).path, "ff".repeat(32));
     assert_eq!(w.mark_stale(&present), 2);
@@ -166,7 +191,14 @@ fn removed_and_changed_files_go_stale_and_their_rows_are_dropped() {
 
 #[test]
 fn manifest_parser_rejects_garbage_without_panicking() {
-    for bad in [&b""[..], b"{}", b"[1,2]", b"{\"format\": 3}", b"\xff\xfe", b"{\"format\":\"headstart-feature-cache\""] {
+    for bad in [
+        &b""[..],
+        b"{}",
+        b"[1,2]",
+        b"{\"format\": 3}",
+        b"\xff\xfe",
+        b"{\"format\":\"headstart-feature-cache\"",
+    ] {
         assert!(Manifest::parse(bad).is_err());
     }
     let d = tempfile::tempdir().unwrap();
@@ -175,6 +207,8 @@ fn manifest_parser_rejects_garbage_without_panicking() {
     for cut in (0..good.len()).step_by(37) {
         assert!(Manifest::parse(&good[..cut]).is_err());
     }
-    let s = String::from_utf8(good).unwrap().replace("\"rows\": 9", "\"rows\": 10");
+    let s = String::from_utf8(good)
+        .unwrap()
+        .replace("\"rows\": 9", "\"rows\": 10");
     assert!(Manifest::parse(s.as_bytes()).unwrap_err().contains("rows"));
 }

@@ -51,7 +51,11 @@ pub enum DeviceChoice {
 pub fn device(choice: DeviceChoice) -> Result<Device> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Auto => Ok(if candle_core::utils::cuda_is_available() { Device::new_cuda(0).unwrap_or(Device::Cpu) } else { Device::Cpu }),
+        DeviceChoice::Auto => Ok(if candle_core::utils::cuda_is_available() {
+            Device::new_cuda(0).unwrap_or(Device::Cpu)
+        } else {
+            Device::Cpu
+        }),
         DeviceChoice::Cuda => {
             if !candle_core::utils::cuda_is_available() {
                 return Err(usage("--device cuda: this headstart was built without CUDA support; rebuild with `cargo build --release --features cuda`"));
@@ -103,7 +107,10 @@ pub fn require_file(p: &Path, what: &str) -> Result<()> {
         return Err(usage(format!("{what} {}: no such file", p.display())));
     }
     if p.is_dir() {
-        return Err(usage(format!("{what} {}: is a directory, expected a file", p.display())));
+        return Err(usage(format!(
+            "{what} {}: is a directory, expected a file",
+            p.display()
+        )));
     }
     Ok(())
 }
@@ -114,7 +121,10 @@ pub fn require_dir(p: &Path, what: &str) -> Result<()> {
         return Err(usage(format!("{what} {}: no such directory", p.display())));
     }
     if !p.is_dir() {
-        return Err(usage(format!("{what} {}: is a file, expected a directory", p.display())));
+        return Err(usage(format!(
+            "{what} {}: is a file, expected a directory",
+            p.display()
+        )));
     }
     Ok(())
 }
@@ -122,9 +132,17 @@ pub fn require_dir(p: &Path, what: &str) -> Result<()> {
 /// Creates an output directory; a usage error if the path is an existing file.
 pub fn output_dir(p: &Path, what: &str) -> Result<()> {
     if p.exists() && !p.is_dir() {
-        return Err(usage(format!("{what} {}: is a file, expected a directory (or a path to create)", p.display())));
+        return Err(usage(format!(
+            "{what} {}: is a file, expected a directory (or a path to create)",
+            p.display()
+        )));
     }
-    std::fs::create_dir_all(p).with_context(|| format!("{what} {}: cannot create the directory (check write permission)", p.display()))
+    std::fs::create_dir_all(p).with_context(|| {
+        format!(
+            "{what} {}: cannot create the directory (check write permission)",
+            p.display()
+        )
+    })
 }
 
 /// Prints a value as pretty JSON on stdout.

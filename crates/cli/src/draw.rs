@@ -27,13 +27,19 @@ fn register_font() {
 fn save_png(buf: Vec<u8>, w: u32, h: u32, out: &Path) -> Result<()> {
     let img = RgbImage::from_raw(w, h, buf).ok_or_else(|| anyhow!("internal: bad image buffer"))?;
     let mut bytes = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )?;
     write_atomic(out, &bytes).with_context(|| format!("writing {}", out.display()))
 }
 
 fn pe<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing failed: {e:?}")
 }
+
+/// A named, coloured line of (epoch, value) points.
+type Series = (&'static str, RGBColor, Vec<(f64, f64)>);
 
 /// Two panels like the tutorial's figure: accuracy and cross-entropy loss per epoch, train and
 /// validation.
@@ -48,18 +54,57 @@ pub fn plot_curves(history: &[EpochRecord], out: &Path, title: &str) -> Result<(
         let (left, right) = root.split_horizontally(w / 2);
         let n = history.len() as f64;
         let xr = if history.len() > 1 { 1.0..n } else { 0.5..1.5 };
-        let acc_series: [(&str, RGBColor, Vec<(f64, f64)>); 2] = [
-            ("train", BLUE, history.iter().map(|r| (r.epoch as f64, r.train_accuracy)).collect()),
-            ("val", RED, history.iter().filter_map(|r| r.val_accuracy.map(|v| (r.epoch as f64, v))).collect()),
+        let acc_series: [Series; 2] = [
+            (
+                "train",
+                BLUE,
+                history
+                    .iter()
+                    .map(|r| (r.epoch as f64, r.train_accuracy))
+                    .collect(),
+            ),
+            (
+                "val",
+                RED,
+                history
+                    .iter()
+                    .filter_map(|r| r.val_accuracy.map(|v| (r.epoch as f64, v)))
+                    .collect(),
+            ),
         ];
-        let loss_series: [(&str, RGBColor, Vec<(f64, f64)>); 2] = [
-            ("train", BLUE, history.iter().map(|r| (r.epoch as f64, r.train_loss)).collect()),
-            ("val", RED, history.iter().filter_map(|r| r.val_loss.map(|v| (r.epoch as f64, v))).collect()),
+        let loss_series: [Series; 2] = [
+            (
+                "train",
+                BLUE,
+                history
+                    .iter()
+                    .map(|r| (r.epoch as f64, r.train_loss))
+                    .collect(),
+            ),
+            (
+                "val",
+                RED,
+                history
+                    .iter()
+                    .filter_map(|r| r.val_loss.map(|v| (r.epoch as f64, v)))
+                    .collect(),
+            ),
         ];
-        let max_loss = loss_series.iter().flat_map(|s| s.2.iter().map(|p| p.1)).fold(0.0f64, f64::max).max(1e-3) * 1.05;
+        let max_loss = loss_series
+            .iter()
+            .flat_map(|s| s.2.iter().map(|p| p.1))
+            .fold(0.0f64, f64::max)
+            .max(1e-3)
+            * 1.05;
         for (area, caption, ylabel, yr, series) in [
             (&left, "Accuracy", "accuracy", 0.0..1.0, &acc_series),
-            (&right, "Cross-entropy loss", "loss", 0.0..max_loss, &loss_series),
+            (
+                &right,
+                "Cross-entropy loss",
+                "loss",
+                0.0..max_loss,
+                &loss_series,
+            ),
         ] {
             let mut chart = ChartBuilder::on(area)
                 .caption(caption, (FAMILY, 18))
@@ -85,8 +130,12 @@ pub fn plot_curves(history: &[EpochRecord], out: &Path, title: &str) -> Result<(
                     .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
                     .map_err(pe)?
                     .label(*name)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(pe)?;
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                    });
+                chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                    .map_err(pe)?;
             }
             chart
                 .configure_series_labels()
@@ -118,7 +167,10 @@ const LINE_H: u32 = 17;
 pub fn thumbnail(img: &RgbImage) -> RgbImage {
     let (w, h) = img.dimensions();
     let k = THUMB as f64 / w.min(h).max(1) as f64;
-    let (nw, nh) = (((w as f64 * k).round() as u32).max(THUMB), ((h as f64 * k).round() as u32).max(THUMB));
+    let (nw, nh) = (
+        ((w as f64 * k).round() as u32).max(THUMB),
+        ((h as f64 * k).round() as u32).max(THUMB),
+    );
     let r = resize(img, nw, nh, Interpolation::Bilinear);
     image::imageops::crop_imm(&r, (nw - THUMB) / 2, (nh - THUMB) / 2, THUMB, THUMB).to_image()
 }
@@ -128,7 +180,11 @@ pub fn draw_grid(tiles: &[Tile], cols: u32, out: &Path) -> Result<(u32, u32)> {
     register_font();
     let cols = cols.max(1).min(tiles.len().max(1) as u32);
     let rows = (tiles.len() as u32).div_ceil(cols).max(1);
-    let lines = tiles.iter().map(|t| t.lines.len() as u32).max().unwrap_or(1);
+    let lines = tiles
+        .iter()
+        .map(|t| t.lines.len() as u32)
+        .max()
+        .unwrap_or(1);
     let pad = 8u32;
     let (cw, ch) = (THUMB + pad, THUMB + pad + lines * LINE_H + 4);
     let (w, h) = (cols * cw + pad, rows * ch + pad);
@@ -136,7 +192,12 @@ pub fn draw_grid(tiles: &[Tile], cols: u32, out: &Path) -> Result<(u32, u32)> {
     for (i, t) in tiles.iter().enumerate() {
         let (c, r) = (i as u32 % cols, i as u32 / cols);
         let thumb = thumbnail(&t.image);
-        image::imageops::replace(&mut canvas, &thumb, (pad + c * cw) as i64, (pad + r * ch + lines * LINE_H + 4) as i64);
+        image::imageops::replace(
+            &mut canvas,
+            &thumb,
+            (pad + c * cw) as i64,
+            (pad + r * ch + lines * LINE_H + 4) as i64,
+        );
     }
     let mut buf = canvas.into_raw();
     {
@@ -150,7 +211,15 @@ pub fn draw_grid(tiles: &[Tile], cols: u32, out: &Path) -> Result<(u32, u32)> {
                     s = s.chars().take(21).collect::<String>() + "…";
                 }
                 let style = TextStyle::from((FAMILY, 13).into_font()).color(color);
-                root.draw_text(&s, &style, ((pad + c * cw) as i32, (pad + r * ch + k as u32 * LINE_H) as i32)).map_err(pe)?;
+                root.draw_text(
+                    &s,
+                    &style,
+                    (
+                        (pad + c * cw) as i32,
+                        (pad + r * ch + k as u32 * LINE_H) as i32,
+                    ),
+                )
+                .map_err(pe)?;
             }
         }
         root.present().map_err(pe)?;

@@ -62,7 +62,9 @@ fn main() {
     if let Some(n) = cli.threads {
         // Safe here: no other thread exists yet. candle's matmul reads the same variable.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n as usize).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n as usize)
+            .build_global();
     }
     let result = match cli.command {
         Command::Weights(a) => commands::weights::run(a),
@@ -75,7 +77,11 @@ fn main() {
         Command::Cache(c) => commands::cache::run(c),
     };
     if let Err(e) = result {
-        let code = if e.downcast_ref::<common::UsageError>().is_some() { 2 } else { 1 };
+        let code = if e.downcast_ref::<common::UsageError>().is_some() {
+            2
+        } else {
+            1
+        };
         eprintln!("error: {e:#}");
         std::process::exit(code);
     }

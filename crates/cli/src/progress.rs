@@ -8,11 +8,20 @@ pub struct Bar(ProgressBar);
 impl Bar {
     /// A bar labelled `what` (e.g. "extract"); hidden when `quiet`.
     pub fn new(what: &str, quiet: bool) -> Self {
-        let pb = ProgressBar::with_draw_target(None, if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
+        let pb = ProgressBar::with_draw_target(
+            None,
+            if quiet {
+                ProgressDrawTarget::hidden()
+            } else {
+                ProgressDrawTarget::stderr()
+            },
+        );
         pb.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}")
-                .expect("static template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
         );
         pb.set_prefix(what.to_string());
         Self(pb)

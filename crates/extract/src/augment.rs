@@ -21,7 +21,9 @@ impl ViewRng {
         let d = h.finalize();
         let mut s = [0u8; 8];
         s.copy_from_slice(&d[..8]);
-        Self { state: u64::from_le_bytes(s) }
+        Self {
+            state: u64::from_le_bytes(s),
+        }
     }
 
     /// Next 64 random bits.
@@ -71,7 +73,13 @@ pub struct CropBox {
 /// torchvision `RandomResizedCrop.get_params`: up to 10 tries of (area fraction in `scale`,
 /// log-uniform aspect ratio in `ratio`), accepted when the box fits; else the central crop
 /// clamped to the ratio range. Sizes are rounded half-to-even as Python's `round`.
-pub fn random_resized_crop(rng: &mut ViewRng, width: u32, height: u32, scale: [f64; 2], ratio: [f64; 2]) -> CropBox {
+pub fn random_resized_crop(
+    rng: &mut ViewRng,
+    width: u32,
+    height: u32,
+    scale: [f64; 2],
+    ratio: [f64; 2],
+) -> CropBox {
     let (w_img, h_img) = (width as f64, height as f64);
     let area = w_img * h_img;
     let (lr0, lr1) = (ratio[0].ln(), ratio[1].ln());
@@ -84,7 +92,12 @@ pub fn random_resized_crop(rng: &mut ViewRng, width: u32, height: u32, scale: [f
             let (w, h) = (w as u32, h as u32);
             let top = rng.below((height - h + 1) as u64) as u32;
             let left = rng.below((width - w + 1) as u64) as u32;
-            return CropBox { left, top, width: w, height: h };
+            return CropBox {
+                left,
+                top,
+                width: w,
+                height: h,
+            };
         }
     }
     let in_ratio = w_img / h_img;
@@ -95,14 +108,48 @@ pub fn random_resized_crop(rng: &mut ViewRng, width: u32, height: u32, scale: [f
     } else {
         (width, height)
     };
-    CropBox { left: (width - w) / 2, top: (height - h) / 2, width: w, height: h }
+    CropBox {
+        left: (width - w) / 2,
+        top: (height - h) / 2,
+        width: w,
+        height: h,
+    }
 }
 
-/// Samples one augmented view: the crop box and whether to flip (p = `hflip_p`).
-pub fn sample_view(seed: u64, path: &[u8], view: u32, width: u32, height: u32, scale: [f64; 2], ratio: [f64; 2], hflip_p: f64) -> (CropBox, bool) {
+/// RandomResizedCrop + flip settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CropParams {
+    /// Area range as a fraction of the image.
+    pub scale: [f64; 2],
+    /// Aspect-ratio range (width / height).
+    pub ratio: [f64; 2],
+    /// Horizontal-flip probability.
+    pub hflip_p: f64,
+}
+
+impl Default for CropParams {
+    /// torchvision's defaults: scale (0.08, 1), ratio (3/4, 4/3), flip p = 0.5.
+    fn default() -> Self {
+        Self {
+            scale: [0.08, 1.0],
+            ratio: [3.0 / 4.0, 4.0 / 3.0],
+            hflip_p: 0.5,
+        }
+    }
+}
+
+/// Samples one augmented view of a `width × height` image: the crop box and whether to flip.
+pub fn sample_view(
+    seed: u64,
+    path: &[u8],
+    view: u32,
+    width: u32,
+    height: u32,
+    p: &CropParams,
+) -> (CropBox, bool) {
     let mut rng = ViewRng::for_view(seed, path, view);
-    let crop = random_resized_crop(&mut rng, width, height, scale, ratio);
-    let flip = rng.uniform() < hflip_p;
+    let crop = random_resized_crop(&mut rng, width, height, p.scale, p.ratio);
+    let flip = rng.uniform() < p.hflip_p;
     (crop, flip)
 }
 
@@ -115,22 +162,31 @@ mod tests {
 
     #[test]
     fn same_inputs_same_view_different_inputs_differ() {
-        let a = sample_view(43, b"daisy/1.jpg", 1, 500, 375, SCALE, RATIO, 0.5);
-        assert_eq!(a, sample_view(43, b"daisy/1.jpg", 1, 500, 375, SCALE, RATIO, 0.5));
-        assert_ne!(a, sample_view(43, b"daisy/1.jpg", 2, 500, 375, SCALE, RATIO, 0.5));
-        assert_ne!(a, sample_view(44, b"daisy/1.jpg", 1, 500, 375, SCALE, RATIO, 0.5));
+        let a = sample_view(43, b"daisy/1.jpg", 1, 500, 375, &CropParams::default());
+        assert_eq!(
+            a,
+            sample_view(43, b"daisy/1.jpg", 1, 500, 375, &CropParams::default())
+        );
+        assert_ne!(
+            a,
+            sample_view(43, b"daisy/1.jpg", 2, 500, 375, &CropParams::default())
+        );
+        assert_ne!(
+            a,
+            sample_view(44, b"daisy/1.jpg", 1, 500, 375, &CropParams::default())
+        );
     }
 
     #[test]
     fn boxes_fit_and_follow_the_scale_and_ratio_ranges() {
         let mut flips = 0;
         for v in 0..2000u32 {
-            let (c, f) = sample_view(7, b"x.jpg", v, 320, 240, SCALE, RATIO, 0.5);
+            let (c, f) = sample_view(7, b"x.jpg", v, 320, 240, &CropParams::default());
             flips += f as u32;
             assert!(c.width >= 1 && c.height >= 1);
             assert!(c.left + c.width <= 320 && c.top + c.height <= 240, "{c:?}");
             let frac = (c.width * c.height) as f64 / (320.0 * 240.0);
-            assert!(frac <= 1.0 + 1e-9 && frac >= 0.07, "{frac}");
+            assert!((0.07..=1.0 + 1e-9).contains(&frac), "{frac}");
             let r = c.width as f64 / c.height as f64;
             assert!(r > 0.7 && r < 1.4, "{r}");
         }
@@ -142,10 +198,26 @@ mod tests {
         // 4000×10: no sampled box can fit, so the fallback applies: ratio 400 > 4/3.
         let mut rng = ViewRng::for_view(1, b"wide", 1);
         let c = random_resized_crop(&mut rng, 4000, 10, SCALE, RATIO);
-        assert_eq!(c, CropBox { left: (4000 - 13) / 2, top: 0, width: 13, height: 10 });
+        assert_eq!(
+            c,
+            CropBox {
+                left: (4000 - 13) / 2,
+                top: 0,
+                width: 13,
+                height: 10
+            }
+        );
         let mut rng = ViewRng::for_view(1, b"one", 1);
         let c = random_resized_crop(&mut rng, 1, 1, SCALE, RATIO);
-        assert_eq!(c, CropBox { left: 0, top: 0, width: 1, height: 1 });
+        assert_eq!(
+            c,
+            CropBox {
+                left: 0,
+                top: 0,
+                width: 1,
+                height: 1
+            }
+        );
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub fn has_image_extension(name: &std::ffi::OsStr) -> bool {
 fn sorted_entries(dir: &Path) -> Result<Vec<(OsString, PathBuf)>> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut v: Vec<(OsString, PathBuf)> = rd.flatten().map(|e| (e.file_name(), e.path())).collect();
-    v.sort_by(|a, b| os_bytes(&a.0).cmp(&os_bytes(&b.0)));
+    v.sort_by_key(|a| os_bytes(&a.0));
     Ok(v)
 }
 
@@ -94,7 +94,13 @@ fn class_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 }
 
 /// Collects image files under `dir` recursively (following symlinks, never looping).
-fn walk(dir: &Path, rel: &[u8], visited: &mut HashSet<PathBuf>, out: &mut Vec<(Vec<u8>, PathBuf)>, notes: &mut Vec<String>) {
+fn walk(
+    dir: &Path,
+    rel: &[u8],
+    visited: &mut HashSet<PathBuf>,
+    out: &mut Vec<(Vec<u8>, PathBuf)>,
+    notes: &mut Vec<String>,
+) {
     let canon = match std::fs::canonicalize(dir) {
         Ok(c) => c,
         Err(e) => {
@@ -103,7 +109,10 @@ fn walk(dir: &Path, rel: &[u8], visited: &mut HashSet<PathBuf>, out: &mut Vec<(V
         }
     };
     if !visited.insert(canon) {
-        notes.push(format!("{}: directory already visited (symlink loop?); skipped", dir.display()));
+        notes.push(format!(
+            "{}: directory already visited (symlink loop?); skipped",
+            dir.display()
+        ));
         return;
     }
     let entries = match sorted_entries(dir) {
@@ -135,19 +144,30 @@ fn walk(dir: &Path, rel: &[u8], visited: &mut HashSet<PathBuf>, out: &mut Vec<(V
 impl Dataset {
     /// Scans `root` as an ImageFolder (optionally with `train/` and `val/` or `test/` splits).
     pub fn scan(root: &Path) -> Result<Self> {
-        let layout = |reason: String| Error::Layout { path: root.to_path_buf(), reason };
+        let layout = |reason: String| Error::Layout {
+            path: root.to_path_buf(),
+            reason,
+        };
         if !root.exists() {
-            return Err(layout("does not exist; pass the folder that holds one sub-folder per class".into()));
+            return Err(layout(
+                "does not exist; pass the folder that holds one sub-folder per class".into(),
+            ));
         }
         if !root.is_dir() {
-            return Err(layout("is not a directory; pass the folder that holds one sub-folder per class".into()));
+            return Err(layout(
+                "is not a directory; pass the folder that holds one sub-folder per class".into(),
+            ));
         }
         let top = class_dirs(root)?;
         let names: Vec<&str> = top.iter().map(|(n, _)| n.as_str()).collect();
         let val_name = ["val", "test"].into_iter().find(|v| names.contains(v));
-        let split_roots: Vec<(Option<Split>, PathBuf)> = match (names.contains(&"train"), val_name) {
+        let split_roots: Vec<(Option<Split>, PathBuf)> = match (names.contains(&"train"), val_name)
+        {
             (true, Some(v)) if names.len() == 2 => {
-                vec![(Some(Split::Train), root.join("train")), (Some(Split::Val), root.join(v))]
+                vec![
+                    (Some(Split::Train), root.join("train")),
+                    (Some(Split::Val), root.join(v)),
+                ]
             }
             _ => vec![(None, root.to_path_buf())],
         };
@@ -163,18 +183,26 @@ impl Dataset {
         classes.sort();
         let mut notes = Vec::new();
         if classes.is_empty() {
-            let loose = sorted_entries(root)?.iter().filter(|(n, p)| p.is_file() && has_image_extension(n)).count();
+            let loose = sorted_entries(root)?
+                .iter()
+                .filter(|(n, p)| p.is_file() && has_image_extension(n))
+                .count();
             let hint = if loose > 0 {
                 format!("it holds {loose} image file(s) directly; move them into one sub-folder per class (e.g. {0}/cats/, {0}/dogs/)", root.display())
             } else {
-                "it has no sub-folders; expected one sub-folder per class (ImageFolder layout)".to_string()
+                "it has no sub-folders; expected one sub-folder per class (ImageFolder layout)"
+                    .to_string()
             };
             return Err(layout(format!("no class folders: {hint}")));
         }
         let mut items = Vec::new();
         let mut visited = HashSet::new();
         for (split, r) in &split_roots {
-            let split_prefix = if split.is_some() { os_bytes(r.file_name().unwrap_or_default()) } else { Vec::new() };
+            let split_prefix = if split.is_some() {
+                os_bytes(r.file_name().unwrap_or_default())
+            } else {
+                Vec::new()
+            };
             for (label, class) in classes.iter().enumerate() {
                 let dir = r.join(class);
                 if !dir.is_dir() {
@@ -212,7 +240,13 @@ impl Dataset {
                 classes[0]
             ));
         }
-        Ok(Self { root: root.to_path_buf(), classes, items, has_split, notes })
+        Ok(Self {
+            root: root.to_path_buf(),
+            classes,
+            items,
+            has_split,
+            notes,
+        })
     }
 }
 
@@ -225,7 +259,15 @@ mod tests {
     fn classes_sorted_images_recursive_hidden_skipped() {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
-        for p in ["b/x.JPG", "b/sub/y.png", "a/z.jpeg", "a/.hidden.jpg", "a/notes.txt", ".git/q.jpg", "b/.cache/w.jpg"] {
+        for p in [
+            "b/x.JPG",
+            "b/sub/y.png",
+            "a/z.jpeg",
+            "a/.hidden.jpg",
+            "a/notes.txt",
+            ".git/q.jpg",
+            "b/.cache/w.jpg",
+        ] {
             let p = r.join(p);
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(p, b"x").unwrap();
@@ -241,7 +283,12 @@ mod tests {
     #[test]
     fn train_val_split_is_recorded() {
         let d = tempfile::tempdir().unwrap();
-        for p in ["train/cat/1.jpg", "train/dog/2.jpg", "val/cat/3.jpg", "val/dog/4.jpg"] {
+        for p in [
+            "train/cat/1.jpg",
+            "train/dog/2.jpg",
+            "val/cat/3.jpg",
+            "val/dog/4.jpg",
+        ] {
             let p = d.path().join(p);
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(p, b"x").unwrap();
@@ -260,7 +307,9 @@ mod tests {
         fs::write(d.path().join("a.jpg"), b"x").unwrap();
         let err = Dataset::scan(d.path()).unwrap_err().to_string();
         assert!(err.contains("one sub-folder per class"), "{err}");
-        let err = Dataset::scan(&d.path().join("missing")).unwrap_err().to_string();
+        let err = Dataset::scan(&d.path().join("missing"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not exist"), "{err}");
     }
 

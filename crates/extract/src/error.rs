@@ -7,10 +7,10 @@ use std::path::PathBuf;
 pub enum Error {
     /// Backbone or preprocessing failure.
     #[error(transparent)]
-    Backbone(#[from] headstart_backbone::Error),
+    Backbone(Box<headstart_backbone::Error>),
     /// Cache failure.
     #[error(transparent)]
-    Cache(#[from] headstart_cache::Error),
+    Cache(Box<headstart_cache::Error>),
     /// Tensor failure.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -44,7 +44,22 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with its path.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl From<headstart_backbone::Error> for Error {
+    fn from(e: headstart_backbone::Error) -> Self {
+        Error::Backbone(Box::new(e))
+    }
+}
+
+impl From<headstart_cache::Error> for Error {
+    fn from(e: headstart_cache::Error) -> Self {
+        Error::Cache(Box::new(e))
     }
 }
 

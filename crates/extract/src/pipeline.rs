@@ -9,12 +9,14 @@ use std::time::Instant;
 use candle_core::Tensor;
 use headstart_backbone::preprocess::{self, DecodeLimits};
 use headstart_backbone::{Backbone, Interpolation};
-use headstart_cache::{AugmentConfig, CacheSettings, CacheWriter, FeatureDType, ImageEntry, ImageStatus, ViewMeta};
+use headstart_cache::{
+    AugmentConfig, CacheSettings, CacheWriter, FeatureDType, ImageEntry, ImageStatus, ViewMeta,
+};
 use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::augment::sample_view;
+use crate::augment::{sample_view, CropParams};
 use crate::dataset::{Dataset, DatasetItem};
 use crate::{Error, Result};
 
@@ -84,10 +86,16 @@ impl ExtractOptions {
             )));
         }
         if !(0.0 < self.scale[0] && self.scale[0] <= self.scale[1] && self.scale[1] <= 1.0) {
-            return Err(Error::Invalid(format!("scale range {:?} must satisfy 0 < lo ≤ hi ≤ 1", self.scale)));
+            return Err(Error::Invalid(format!(
+                "scale range {:?} must satisfy 0 < lo ≤ hi ≤ 1",
+                self.scale
+            )));
         }
         if !(0.0 < self.ratio[0] && self.ratio[0] <= self.ratio[1]) {
-            return Err(Error::Invalid(format!("ratio range {:?} must satisfy 0 < lo ≤ hi", self.ratio)));
+            return Err(Error::Invalid(format!(
+                "ratio range {:?} must satisfy 0 < lo ≤ hi",
+                self.ratio
+            )));
         }
         Ok(())
     }
@@ -166,7 +174,10 @@ pub struct ExtractReport {
 enum Outcome {
     Reused,
     Skipped(String),
-    Ready { views: Vec<ViewMeta>, pixels: Vec<f32> },
+    Ready {
+        views: Vec<ViewMeta>,
+        pixels: Vec<f32>,
+    },
 }
 
 struct Prepared {
@@ -175,7 +186,12 @@ struct Prepared {
 }
 
 /// Decodes one image and builds its views' network inputs (CHW, normalised).
-fn prepare(item: &DatasetItem, known: &HashMap<String, String>, backbone: &Backbone, opts: &ExtractOptions) -> Prepared {
+fn prepare(
+    item: &DatasetItem,
+    known: &HashMap<String, String>,
+    backbone: &Backbone,
+    opts: &ExtractOptions,
+) -> Prepared {
     let mut entry = ImageEntry {
         path: item.rel_path.clone(),
         path_bytes_hex: item.path_bytes_hex(),
@@ -188,15 +204,25 @@ fn prepare(item: &DatasetItem, known: &HashMap<String, String>, backbone: &Backb
     };
     let bytes = match std::fs::read(&item.path) {
         Ok(b) => b,
-        Err(e) => return Prepared { entry, outcome: Outcome::Skipped(format!("cannot read: {e}")) },
+        Err(e) => {
+            return Prepared {
+                entry,
+                outcome: Outcome::Skipped(format!("cannot read: {e}")),
+            }
+        }
     };
     entry.bytes = bytes.len() as u64;
     entry.sha256 = hex::encode(Sha256::digest(&bytes));
     if known.get(&entry.path) == Some(&entry.sha256) {
-        return Prepared { entry, outcome: Outcome::Reused };
+        return Prepared {
+            entry,
+            outcome: Outcome::Reused,
+        };
     }
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| build_views(&bytes, &item.rel_bytes, backbone, opts)))
-        .unwrap_or_else(|_| Err("the decoder crashed on this file".to_string()));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        build_views(&bytes, &item.rel_bytes, backbone, opts)
+    }))
+    .unwrap_or_else(|_| Err("the decoder crashed on this file".to_string()));
     let outcome = match outcome {
         Ok((views, pixels)) => Outcome::Ready { views, pixels },
         Err(reason) => Outcome::Skipped(reason),
@@ -204,7 +230,12 @@ fn prepare(item: &DatasetItem, known: &HashMap<String, String>, backbone: &Backb
     Prepared { entry, outcome }
 }
 
-fn build_views(bytes: &[u8], rel: &[u8], backbone: &Backbone, opts: &ExtractOptions) -> std::result::Result<(Vec<ViewMeta>, Vec<f32>), String> {
+fn build_views(
+    bytes: &[u8],
+    rel: &[u8],
+    backbone: &Backbone,
+    opts: &ExtractOptions,
+) -> std::result::Result<(Vec<ViewMeta>, Vec<f32>), String> {
     let cfg = &backbone.config().preprocess;
     let img = preprocess::decode_rgb(bytes, &opts.limits).map_err(|e| e.to_string())?;
     let (w, h) = img.dimensions();
@@ -215,10 +246,28 @@ fn build_views(bytes: &[u8], rel: &[u8], backbone: &Backbone, opts: &ExtractOpti
     let mut views = Vec::with_capacity(n);
     let eval = preprocess::eval_crop(&img, cfg);
     preprocess::normalize_into(&eval, cfg, &mut pixels[..plane]);
-    views.push(ViewMeta { view: 0, crop: eval_box(w, h, cfg.resize_size, s), flip: false });
+    views.push(ViewMeta {
+        view: 0,
+        crop: eval_box(w, h, cfg.resize_size, s),
+        flip: false,
+    });
+    let crop_params = CropParams {
+        scale: opts.scale,
+        ratio: opts.ratio,
+        hflip_p: opts.hflip_p,
+    };
     for v in 1..n as u32 {
-        let (c, flip) = sample_view(opts.seed, rel, v, w, h, opts.scale, opts.ratio, opts.hflip_p);
-        let mut crop = preprocess::resized_crop(&img, c.left, c.top, c.width, c.height, s, s, opts.augment_interpolation);
+        let (c, flip) = sample_view(opts.seed, rel, v, w, h, &crop_params);
+        let mut crop = preprocess::resized_crop(
+            &img,
+            c.left,
+            c.top,
+            c.width,
+            c.height,
+            s,
+            s,
+            opts.augment_interpolation,
+        );
         if flip {
             image::imageops::flip_horizontal_in_place(&mut crop);
         }
@@ -238,16 +287,34 @@ fn eval_box(w: u32, h: u32, resize: u32, crop: u32) -> [i64; 4] {
     let (w, h) = (w as f64, h as f64);
     let k = resize as f64 / w.min(h);
     let (cw, ch) = ((crop as f64 / k).min(w), (crop as f64 / k).min(h));
-    [((w - cw) / 2.0).round() as i64, ((h - ch) / 2.0).round() as i64, cw.round() as i64, ch.round() as i64]
+    [
+        ((w - cw) / 2.0).round() as i64,
+        ((h - ch) / 2.0).round() as i64,
+        cw.round() as i64,
+        ch.round() as i64,
+    ]
 }
 
-fn run_features(backbone: &Backbone, pixels: &[f32], rows: usize, batch: usize, size: usize, out: &mut Vec<f32>) -> Result<()> {
+fn run_features(
+    backbone: &Backbone,
+    pixels: &[f32],
+    rows: usize,
+    batch: usize,
+    size: usize,
+    out: &mut Vec<f32>,
+) -> Result<()> {
     let plane = 3 * size * size;
     let mut start = 0;
     while start < rows {
         let n = batch.min(rows - start);
-        let x = Tensor::from_slice(&pixels[start * plane..(start + n) * plane], (n, 3, size, size), &candle_core::Device::Cpu)?;
-        let f = backbone.features(&x)?.to_device(&candle_core::Device::Cpu)?;
+        let x = Tensor::from_slice(
+            &pixels[start * plane..(start + n) * plane],
+            (n, 3, size, size),
+            &candle_core::Device::Cpu,
+        )?;
+        let f = backbone
+            .features(&x)?
+            .to_device(&candle_core::Device::Cpu)?;
         out.extend(f.flatten_all()?.to_vec1::<f32>()?);
         start += n;
     }
@@ -275,7 +342,13 @@ pub fn extract(
         seed: opts.seed,
         dtype: opts.dtype,
     };
-    let mut writer = CacheWriter::open(cache_dir, settings, dataset.classes.clone(), opts.shard_size, opts.force)?;
+    let mut writer = CacheWriter::open(
+        cache_dir,
+        settings,
+        dataset.classes.clone(),
+        opts.shard_size,
+        opts.force,
+    )?;
     let mut notes = std::mem::take(&mut writer.warnings);
     notes.extend(dataset.notes.iter().cloned());
     let known: HashMap<String, String> = writer
@@ -296,7 +369,10 @@ pub fn extract(
         let known = &known;
         scope.spawn(move || {
             for chunk in dataset.items.chunks(chunk_images) {
-                let prepared: Vec<Prepared> = chunk.par_iter().map(|it| prepare(it, known, backbone, opts)).collect();
+                let prepared: Vec<Prepared> = chunk
+                    .par_iter()
+                    .map(|it| prepare(it, known, backbone, opts))
+                    .collect();
                 if tx.send(prepared).is_err() {
                     break; // the consumer stopped on an error
                 }
@@ -314,7 +390,14 @@ pub fn extract(
             let rows: usize = ready.iter().map(|p| p.len()).sum::<usize>() / (3 * size * size);
             let pixels = ready.concat();
             features.clear();
-            run_features(backbone, &pixels, rows, opts.batch_size, size, &mut features)?;
+            run_features(
+                backbone,
+                &pixels,
+                rows,
+                opts.batch_size,
+                size,
+                &mut features,
+            )?;
             let dim = backbone.config().feature_dim;
             let mut at = 0;
             for p in chunk {
@@ -347,10 +430,17 @@ pub fn extract(
         .images
         .iter()
         .filter(|e| e.status == ImageStatus::Skipped)
-        .map(|e| Skipped { path: e.path.clone(), reason: e.reason.clone().unwrap_or_default() })
+        .map(|e| Skipped {
+            path: e.path.clone(),
+            reason: e.reason.clone().unwrap_or_default(),
+        })
         .collect();
     let mut per_class = vec![0usize; manifest.classes.len()];
-    for e in manifest.images.iter().filter(|e| e.status == ImageStatus::Ok) {
+    for e in manifest
+        .images
+        .iter()
+        .filter(|e| e.status == ImageStatus::Ok)
+    {
         per_class[e.label] += 1;
     }
     let empty_classes = manifest
@@ -369,7 +459,11 @@ pub fn extract(
         rows: manifest.rows,
         shards: manifest.shards.len(),
         seconds,
-        images_per_second: if seconds > 0.0 { processed as f64 / seconds } else { 0.0 },
+        images_per_second: if seconds > 0.0 {
+            processed as f64 / seconds
+        } else {
+            0.0
+        },
         images_processed: processed,
         images_reused: reused,
         images_stale: stale,
@@ -391,10 +485,25 @@ mod tests {
 
     #[test]
     fn options_are_validated() {
-        let o = ExtractOptions { batch_size: 0, ..Default::default() };
-        assert!(o.validate().unwrap_err().to_string().contains("--batch-size"));
-        let o = ExtractOptions { shard_size: 3, views: 5, ..Default::default() };
-        assert!(o.validate().unwrap_err().to_string().contains("--shard-size"));
+        let o = ExtractOptions {
+            batch_size: 0,
+            ..Default::default()
+        };
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--batch-size"));
+        let o = ExtractOptions {
+            shard_size: 3,
+            views: 5,
+            ..Default::default()
+        };
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--shard-size"));
         assert!(ExtractOptions::default().validate().is_ok());
     }
 }

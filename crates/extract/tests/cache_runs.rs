@@ -8,10 +8,19 @@ use headstart_cache::FeatureCache;
 use headstart_extract::{extract, Dataset, ExtractOptions, NoProgress};
 
 fn opts() -> ExtractOptions {
-    ExtractOptions { views: 2, batch_size: 8, shard_size: 9, ..Default::default() }
+    ExtractOptions {
+        views: 2,
+        batch_size: 8,
+        shard_size: 9,
+        ..Default::default()
+    }
 }
 
-fn run(data: &std::path::Path, cache: &std::path::Path, o: &ExtractOptions) -> headstart_extract::ExtractReport {
+fn run(
+    data: &std::path::Path,
+    cache: &std::path::Path,
+    o: &ExtractOptions,
+) -> headstart_extract::ExtractReport {
     let ds = Dataset::scan(data).unwrap();
     extract(&ds, resnet18(), SHA, cache, o, &NoProgress).unwrap()
 }
@@ -33,8 +42,20 @@ fn two_runs_are_byte_identical_and_batch_size_and_threads_do_not_matter() {
     run(&data, &b, &opts());
     assert_eq!(snapshot(&a), snapshot(&b));
     // Batch size 32 and a single thread: same features within 1e-5.
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    pool.install(|| run(&data, &c, &ExtractOptions { batch_size: 32, ..opts() }));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        run(
+            &data,
+            &c,
+            &ExtractOptions {
+                batch_size: 32,
+                ..opts()
+            },
+        )
+    });
     let fa = FeatureCache::open(&a).unwrap().load().unwrap();
     let fc = FeatureCache::open(&c).unwrap().load().unwrap();
     assert_eq!(fa.image, fc.image);
@@ -73,7 +94,9 @@ fn new_images_are_added_incrementally_and_changes_go_stale() {
     let cache = d.path().join("cache");
     run(&data, &cache, &opts());
     picture(50, 50, 99).save(data.join("ant/new.png")).unwrap();
-    picture(60, 50, 98).save(data.join("bee/img00.png")).unwrap(); // changed content
+    picture(60, 50, 98)
+        .save(data.join("bee/img00.png"))
+        .unwrap(); // changed content
     let r = run(&data, &cache, &opts());
     assert_eq!(r.images_processed, 2);
     assert_eq!(r.images_reused, 5);
@@ -94,14 +117,46 @@ fn a_different_configuration_is_refused_with_what_differs() {
     let cache = d.path().join("cache");
     run(&data, &cache, &opts());
     let ds = Dataset::scan(&data).unwrap();
-    let err = extract(&ds, resnet18(), SHA, &cache, &ExtractOptions { views: 3, seed: 7, ..opts() }, &NoProgress)
-        .unwrap_err()
-        .to_string();
+    let err = extract(
+        &ds,
+        resnet18(),
+        SHA,
+        &cache,
+        &ExtractOptions {
+            views: 3,
+            seed: 7,
+            ..opts()
+        },
+        &NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("views: cache has 2, this run has 3"), "{err}");
     assert!(err.contains("seed: cache has 43, this run has 7"), "{err}");
-    let err = extract(&ds, resnet18(), &"0".repeat(64), &cache, &opts(), &NoProgress).unwrap_err().to_string();
+    let err = extract(
+        &ds,
+        resnet18(),
+        &"0".repeat(64),
+        &cache,
+        &opts(),
+        &NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("weights sha256"), "{err}");
-    let r = extract(&ds, resnet18(), SHA, &cache, &ExtractOptions { views: 3, force: true, ..opts() }, &NoProgress).unwrap();
+    let r = extract(
+        &ds,
+        resnet18(),
+        SHA,
+        &cache,
+        &ExtractOptions {
+            views: 3,
+            force: true,
+            ..opts()
+        },
+        &NoProgress,
+    )
+    .unwrap();
     assert_eq!(r.rows, 4 * 4);
 }
 
@@ -139,7 +194,16 @@ ok = np.array([manifest["images"][i]["status"] == "ok" for i in image], dtype=bo
 X, y, image, view = X[ok], y[ok], image[ok], view[ok]
 print(X.shape[0], X.shape[1], int((view == 0).sum()), manifest["classes"][int(y[0])])
 "#;
-    let out = std::process::Command::new("python3").arg("-c").arg(script).arg(&cache).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&cache)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "12 512 4 ant");
 }

@@ -63,41 +63,77 @@ impl HeadCheckpoint {
         meta.insert("training".into(), j(&self.meta.training));
         meta.insert("val_metrics".into(), j(&self.meta.val_metrics));
         let tensors = [
-            NamedTensor { name: "weight", shape: vec![c, d], data: Data::F32(&w) },
-            NamedTensor { name: "bias", shape: vec![c], data: Data::F32(&b) },
+            NamedTensor {
+                name: "weight",
+                shape: vec![c, d],
+                data: Data::F32(&w),
+            },
+            NamedTensor {
+                name: "bias",
+                shape: vec![c],
+                data: Data::F32(&b),
+            },
         ];
         serialize(&tensors, &meta).map_err(Error::Data)
     }
 
     /// Parses head bytes; `path` is only used in error messages. Never panics.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
-        let bad = |reason: String| Error::BadHead { path: path.to_path_buf(), reason };
-        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
-        let (_, md) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+        let bad = |reason: String| Error::BadHead {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let st = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+        let (_, md) =
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
         let md = md.metadata().clone().unwrap_or_default();
-        let get = |k: &str| md.get(k).cloned().ok_or_else(|| bad(format!("metadata `{k}` missing: not a headstart head")));
+        let get = |k: &str| {
+            md.get(k)
+                .cloned()
+                .ok_or_else(|| bad(format!("metadata `{k}` missing: not a headstart head")))
+        };
         if get("format")? != HEAD_FORMAT {
             return Err(bad("not a headstart head (format metadata differs)".into()));
         }
-        let version: u32 = get("format_version")?.parse().map_err(|_| bad("bad format_version".into()))?;
+        let version: u32 = get("format_version")?
+            .parse()
+            .map_err(|_| bad("bad format_version".into()))?;
         if version > HEAD_FORMAT_VERSION {
-            return Err(bad(format!("head format {version} is newer than this headstart understands; upgrade headstart")));
+            return Err(bad(format!(
+                "head format {version} is newer than this headstart understands; upgrade headstart"
+            )));
         }
-        let parse = |k: &str| -> Result<serde_json::Value> { serde_json::from_str(&get(k)?).map_err(|e| bad(format!("metadata `{k}`: {e}"))) };
+        let parse = |k: &str| -> Result<serde_json::Value> {
+            serde_json::from_str(&get(k)?).map_err(|e| bad(format!("metadata `{k}`: {e}")))
+        };
         let meta = HeadMetadata {
-            classes: serde_json::from_value(parse("classes")?).map_err(|e| bad(format!("classes: {e}")))?,
-            backbone: serde_json::from_value(parse("backbone_config")?).map_err(|e| bad(format!("backbone_config: {e}")))?,
+            classes: serde_json::from_value(parse("classes")?)
+                .map_err(|e| bad(format!("classes: {e}")))?,
+            backbone: serde_json::from_value(parse("backbone_config")?)
+                .map_err(|e| bad(format!("backbone_config: {e}")))?,
             weights_sha256: get("weights_sha256")?,
-            feature_dim: get("feature_dim")?.parse().map_err(|_| bad("bad feature_dim".into()))?,
+            feature_dim: get("feature_dim")?
+                .parse()
+                .map_err(|_| bad("bad feature_dim".into()))?,
             training: parse("training")?,
             val_metrics: parse("val_metrics")?,
         };
         let f32s = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-            let t = st.tensor(name).map_err(|_| bad(format!("tensor `{name}` missing")))?;
+            let t = st
+                .tensor(name)
+                .map_err(|_| bad(format!("tensor `{name}` missing")))?;
             if t.dtype() != safetensors::Dtype::F32 || t.shape() != shape {
-                return Err(bad(format!("tensor `{name}` is {:?} {:?}, expected F32 {shape:?}", t.dtype(), t.shape())));
+                return Err(bad(format!(
+                    "tensor `{name}` is {:?} {:?}, expected F32 {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
             }
-            Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+            Ok(t.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect())
         };
         let (c, d) = (meta.classes.len(), meta.feature_dim);
         let head = LinearHead::from_vecs(f32s("weight", &[c, d])?, f32s("bias", &[c])?, c, d)?;
@@ -106,7 +142,11 @@ impl HeadCheckpoint {
 
     /// Reads `dir/head.safetensors` (or a file path directly).
     pub fn load(path: &Path) -> Result<Self> {
-        let file = if path.is_dir() { path.join(HEAD_FILE) } else { path.to_path_buf() };
+        let file = if path.is_dir() {
+            path.join(HEAD_FILE)
+        } else {
+            path.to_path_buf()
+        };
         let bytes = std::fs::read(&file).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::BadHead {
                 path: file.clone(),

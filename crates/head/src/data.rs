@@ -42,7 +42,10 @@ impl Rows {
     /// Selects the rows of `images` (all views or only view 0).
     pub fn select(rows: &CachedRows, images: &[usize], views: ViewSelection) -> Self {
         let set: HashSet<usize> = images.iter().copied().collect();
-        let mut out = Rows { dim: rows.dim, ..Default::default() };
+        let mut out = Rows {
+            dim: rows.dim,
+            ..Default::default()
+        };
         for i in 0..rows.len() {
             let img = rows.image[i] as usize;
             if !set.contains(&img) || (views == ViewSelection::Eval && rows.view[i] != 0) {
@@ -57,9 +60,13 @@ impl Rows {
 
     /// The subset of rows at `idx`.
     pub fn subset(&self, idx: &[usize]) -> Self {
-        let mut out = Rows { dim: self.dim, ..Default::default() };
+        let mut out = Rows {
+            dim: self.dim,
+            ..Default::default()
+        };
         for &i in idx {
-            out.x.extend_from_slice(&self.x[i * self.dim..(i + 1) * self.dim]);
+            out.x
+                .extend_from_slice(&self.x[i * self.dim..(i + 1) * self.dim]);
             out.y.push(self.y[i]);
             out.image.push(self.image[i]);
         }

@@ -22,7 +22,14 @@ pub fn to_csv(history: &[EpochRecord]) -> String {
     let mut s = String::from("epoch,train_loss,train_accuracy,val_loss,val_accuracy\n");
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
     for r in history {
-        s += &format!("{},{:.6},{:.6},{},{}\n", r.epoch, r.train_loss, r.train_accuracy, opt(r.val_loss), opt(r.val_accuracy));
+        s += &format!(
+            "{},{:.6},{:.6},{},{}\n",
+            r.epoch,
+            r.train_loss,
+            r.train_accuracy,
+            opt(r.val_loss),
+            opt(r.val_accuracy)
+        );
     }
     s
 }

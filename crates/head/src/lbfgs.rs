@@ -56,10 +56,14 @@ impl LbfgsParams {
                 return Err(Error::InvalidParams(format!("--l2 {l2} must be ≥ 0")));
             }
         } else if self.sweep.is_empty() || !self.sweep.iter().all(|&v| ok(v)) {
-            return Err(Error::InvalidParams("the L2 sweep needs at least one value ≥ 0".into()));
+            return Err(Error::InvalidParams(
+                "the L2 sweep needs at least one value ≥ 0".into(),
+            ));
         }
         if self.max_iter == 0 || self.memory == 0 {
-            return Err(Error::InvalidParams("max_iter and memory must be at least 1".into()));
+            return Err(Error::InvalidParams(
+                "max_iter and memory must be at least 1".into(),
+            ));
         }
         Ok(ValidLbfgsParams(self))
     }
@@ -91,7 +95,12 @@ struct Problem {
 impl Problem {
     fn head(&self, theta: &[f64]) -> Result<LinearHead> {
         let (w, b) = theta.split_at(self.classes * self.dim);
-        LinearHead::from_vecs(w.iter().map(|&v| v as f32).collect(), b.iter().map(|&v| v as f32).collect(), self.classes, self.dim)
+        LinearHead::from_vecs(
+            w.iter().map(|&v| v as f32).collect(),
+            b.iter().map(|&v| v as f32).collect(),
+            self.classes,
+            self.dim,
+        )
     }
 
     /// Objective and gradient at θ = [W (row-major), b].
@@ -117,7 +126,11 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 
 /// Minimises the problem from `theta` with L-BFGS (two-loop recursion, backtracking Armijo line
 /// search). Returns (θ, iterations, converged, objective).
-fn minimise(prob: &Problem, mut theta: Vec<f64>, p: &LbfgsParams) -> Result<(Vec<f64>, usize, bool, f64)> {
+fn minimise(
+    prob: &Problem,
+    mut theta: Vec<f64>,
+    p: &LbfgsParams,
+) -> Result<(Vec<f64>, usize, bool, f64)> {
     let (mut f, mut g) = prob.eval(&theta)?;
     let mut s_hist: Vec<Vec<f64>> = Vec::new();
     let mut y_hist: Vec<Vec<f64>> = Vec::new();
@@ -191,8 +204,20 @@ fn minimise(prob: &Problem, mut theta: Vec<f64>, p: &LbfgsParams) -> Result<(Vec
     Ok((theta, p.max_iter, false, f))
 }
 
-fn fit(train: &Rows, classes: usize, l2: f64, start: Option<Vec<f64>>, p: &LbfgsParams) -> Result<(LinearHead, Vec<f64>, usize, bool, f64)> {
-    let prob = Problem { x: features_tensor(train)?, onehot: one_hot(&train.y, classes)?, classes, dim: train.dim, l2 };
+fn fit(
+    train: &Rows,
+    classes: usize,
+    l2: f64,
+    start: Option<Vec<f64>>,
+    p: &LbfgsParams,
+) -> Result<(LinearHead, Vec<f64>, usize, bool, f64)> {
+    let prob = Problem {
+        x: features_tensor(train)?,
+        onehot: one_hot(&train.y, classes)?,
+        classes,
+        dim: train.dim,
+        l2,
+    };
     let theta0 = start.unwrap_or_else(|| vec![0.0; classes * train.dim + classes]);
     let (theta, iters, conv, f) = minimise(&prob, theta0, p)?;
     Ok((prob.head(&theta)?, theta, iters, conv, f))
@@ -200,7 +225,13 @@ fn fit(train: &Rows, classes: usize, l2: f64, start: Option<Vec<f64>>, p: &Lbfgs
 
 /// Fits the head. With `p.l2 = None`, each sweep value (largest first, warm-started) is fitted on
 /// `sweep_train` and scored on `sweep_val`; the best is refitted on all of `train`.
-pub fn train_lbfgs(train: &Rows, sweep_train: &Rows, sweep_val: &Rows, classes: usize, p: &ValidLbfgsParams) -> Result<(LinearHead, LbfgsReport)> {
+pub fn train_lbfgs(
+    train: &Rows,
+    sweep_train: &Rows,
+    sweep_val: &Rows,
+    classes: usize,
+    p: &ValidLbfgsParams,
+) -> Result<(LinearHead, LbfgsReport)> {
     if train.is_empty() {
         return Err(Error::Data("no training rows".into()));
     }
@@ -208,7 +239,9 @@ pub fn train_lbfgs(train: &Rows, sweep_train: &Rows, sweep_val: &Rows, classes: 
     let l2 = match p.l2 {
         Some(l2) => l2,
         None if sweep_val.is_empty() || sweep_train.is_empty() => {
-            return Err(Error::Data("the L2 sweep needs a validation slice: pass --l2, or use more images".into()))
+            return Err(Error::Data(
+                "the L2 sweep needs a validation slice: pass --l2, or use more images".into(),
+            ))
         }
         None => {
             let mut values = p.sweep.clone();
@@ -229,7 +262,16 @@ pub fn train_lbfgs(train: &Rows, sweep_train: &Rows, sweep_val: &Rows, classes: 
         }
     };
     let (head, _, iterations, converged, objective) = fit(train, classes, l2, None, p)?;
-    Ok((head, LbfgsReport { l2, sweep, iterations, converged, objective }))
+    Ok((
+        head,
+        LbfgsReport {
+            l2,
+            sweep,
+            iterations,
+            converged,
+            objective,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -238,18 +280,41 @@ mod tests {
 
     #[test]
     fn converges_to_a_stationary_point_of_the_penalised_objective() {
-        let mut rows = Rows { dim: 2, ..Default::default() };
-        let pts = [(0.0, 0.0, 0), (1.0, 0.2, 0), (0.1, 1.0, 1), (1.2, 1.1, 1), (2.0, 0.1, 2), (2.2, 1.0, 2), (0.5, 0.5, 0), (1.5, 0.6, 2)];
+        let mut rows = Rows {
+            dim: 2,
+            ..Default::default()
+        };
+        let pts = [
+            (0.0, 0.0, 0),
+            (1.0, 0.2, 0),
+            (0.1, 1.0, 1),
+            (1.2, 1.1, 1),
+            (2.0, 0.1, 2),
+            (2.2, 1.0, 2),
+            (0.5, 0.5, 0),
+            (1.5, 0.6, 2),
+        ];
         for (i, &(a, b, c)) in pts.iter().enumerate() {
             rows.x.extend([a as f32, b as f32]);
             rows.y.push(c);
             rows.image.push(i);
         }
-        let p = LbfgsParams { l2: Some(0.1), ..Default::default() }.check().unwrap();
+        let p = LbfgsParams {
+            l2: Some(0.1),
+            ..Default::default()
+        }
+        .check()
+        .unwrap();
         let (head, rep) = train_lbfgs(&rows, &Rows::default(), &Rows::default(), 3, &p).unwrap();
         assert!(rep.converged, "{rep:?}");
         // The gradient at the solution is ~0: check by finite differences of the objective.
-        let prob = Problem { x: features_tensor(&rows).unwrap(), onehot: one_hot(&rows.y, 3).unwrap(), classes: 3, dim: 2, l2: 0.1 };
+        let prob = Problem {
+            x: features_tensor(&rows).unwrap(),
+            onehot: one_hot(&rows.y, 3).unwrap(),
+            classes: 3,
+            dim: 2,
+            l2: 0.1,
+        };
         let w: Vec<f32> = head.weight.flatten_all().unwrap().to_vec1().unwrap();
         let b: Vec<f32> = head.bias.to_vec1().unwrap();
         let theta: Vec<f64> = w.iter().chain(&b).map(|&v| v as f64).collect();

@@ -19,7 +19,11 @@ impl LinearHead {
     pub fn init(classes: usize, dim: usize, seed: u64) -> Result<Self> {
         let bound = 1.0 / (dim as f64).sqrt();
         let mut rng = Shuffler::new(seed, 0x1417);
-        let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| ((rng.unit() * 2.0 - 1.0) * bound) as f32).collect() };
+        let mut draw = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| ((rng.unit() * 2.0 - 1.0) * bound) as f32)
+                .collect()
+        };
         let w = draw(classes * dim);
         let b = draw(classes);
         Ok(Self {
@@ -60,16 +64,31 @@ impl LinearHead {
 /// Mean softmax cross-entropy of `logits` `[N, C]` against `targets` and its gradient with
 /// respect to the logits, computed stably (log-sum-exp). `sample_weights` (per row) turn it
 /// into PyTorch's weighted mean `Σ wᵢ ℓᵢ / Σ wᵢ`.
-pub fn cross_entropy_with_grad(logits: &Tensor, onehot: &Tensor, sample_weights: Option<&Tensor>) -> Result<(f64, Tensor)> {
+pub fn cross_entropy_with_grad(
+    logits: &Tensor,
+    onehot: &Tensor,
+    sample_weights: Option<&Tensor>,
+) -> Result<(f64, Tensor)> {
     let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let p = logp.exp()?;
     let per_row = (onehot * &logp)?.sum(D::Minus1)?.neg()?; // [N]
     let n = logits.dims()[0] as f64;
     let (loss, scale) = match sample_weights {
-        None => (per_row.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? / n, None),
+        None => (
+            per_row
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?
+                / n,
+            None,
+        ),
         Some(w) => {
             let total = w.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            let l = (&per_row * w)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? / total;
+            let l = (&per_row * w)?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?
+                / total;
             (l, Some((w / total)?))
         }
     };
@@ -109,9 +128,16 @@ mod tests {
     #[test]
     fn gradient_matches_finite_differences() {
         let (n, c) = (4, 3);
-        let logits: Vec<f64> = (0..n * c).map(|i| ((i * 7) % 5) as f64 * 0.9 - 1.7).collect();
+        let logits: Vec<f64> = (0..n * c)
+            .map(|i| ((i * 7) % 5) as f64 * 0.9 - 1.7)
+            .collect();
         let y = [0u32, 2, 1, 2];
-        let t = Tensor::from_vec(logits.iter().map(|&v| v as f32).collect::<Vec<_>>(), (n, c), &Device::Cpu).unwrap();
+        let t = Tensor::from_vec(
+            logits.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+            (n, c),
+            &Device::Cpu,
+        )
+        .unwrap();
         let (loss, grad) = cross_entropy_with_grad(&t, &one_hot(&y, c).unwrap(), None).unwrap();
         assert!((loss - loss_of(&logits, &y, c)).abs() < 1e-5);
         let grad: Vec<f32> = grad.flatten_all().unwrap().to_vec1().unwrap();
@@ -122,16 +148,28 @@ mod tests {
             let mut dn = logits.clone();
             dn[k] -= h;
             let fd = (loss_of(&up, &y, c) - loss_of(&dn, &y, c)) / (2.0 * h);
-            assert!((fd - grad[k] as f64).abs() < 1e-4, "k={k}: fd {fd} vs {}", grad[k]);
+            assert!(
+                (fd - grad[k] as f64).abs() < 1e-4,
+                "k={k}: fd {fd} vs {}",
+                grad[k]
+            );
         }
     }
 
     #[test]
     fn huge_logits_stay_finite() {
-        let t = Tensor::from_vec(vec![1000f32, -1000.0, 0.0, 3000.0], (2, 2), &Device::Cpu).unwrap();
-        let (loss, grad) = cross_entropy_with_grad(&t, &one_hot(&[1, 0], 2).unwrap(), None).unwrap();
+        let t =
+            Tensor::from_vec(vec![1000f32, -1000.0, 0.0, 3000.0], (2, 2), &Device::Cpu).unwrap();
+        let (loss, grad) =
+            cross_entropy_with_grad(&t, &one_hot(&[1, 0], 2).unwrap(), None).unwrap();
         assert!(loss.is_finite() && (loss - 2500.0).abs() < 1e-3, "{loss}");
-        assert!(grad.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|g| g.is_finite()));
+        assert!(grad
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .all(|g| g.is_finite()));
     }
 
     #[test]

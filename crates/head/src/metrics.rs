@@ -49,16 +49,42 @@ impl Report {
                 let tp = confusion[i][i] as f64;
                 let support: usize = confusion[i].iter().sum();
                 let predicted: usize = (0..c).map(|r| confusion[r][i]).sum();
-                let precision = if predicted > 0 { tp / predicted as f64 } else { 0.0 };
-                let recall = if support > 0 { tp / support as f64 } else { 0.0 };
-                let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
-                ClassMetrics { class: classes[i].clone(), precision, recall, f1, support }
+                let precision = if predicted > 0 {
+                    tp / predicted as f64
+                } else {
+                    0.0
+                };
+                let recall = if support > 0 {
+                    tp / support as f64
+                } else {
+                    0.0
+                };
+                let f1 = if precision + recall > 0.0 {
+                    2.0 * precision * recall / (precision + recall)
+                } else {
+                    0.0
+                };
+                ClassMetrics {
+                    class: classes[i].clone(),
+                    precision,
+                    recall,
+                    f1,
+                    support,
+                }
             })
             .collect();
         let with_support: Vec<&ClassMetrics> = per_class.iter().filter(|m| m.support > 0).collect();
-        let macro_f1 = if with_support.is_empty() { 0.0 } else { with_support.iter().map(|m| m.f1).sum::<f64>() / with_support.len() as f64 };
+        let macro_f1 = if with_support.is_empty() {
+            0.0
+        } else {
+            with_support.iter().map(|m| m.f1).sum::<f64>() / with_support.len() as f64
+        };
         Self {
-            accuracy: if n > 0 { correct as f64 / n as f64 } else { 0.0 },
+            accuracy: if n > 0 {
+                correct as f64 / n as f64
+            } else {
+                0.0
+            },
             macro_f1,
             n,
             classes: classes.to_vec(),
@@ -69,14 +95,32 @@ impl Report {
 
     /// A plain-text rendering: summary, per-class table, confusion matrix with class names.
     pub fn to_text(&self) -> String {
-        let w = self.classes.iter().map(|c| c.len()).max().unwrap_or(5).max(9);
-        let mut s = format!("accuracy {:.4}   macro-F1 {:.4}   n {}\n\n", self.accuracy, self.macro_f1, self.n);
+        let w = self
+            .classes
+            .iter()
+            .map(|c| c.len())
+            .max()
+            .unwrap_or(5)
+            .max(9);
+        let mut s = format!(
+            "accuracy {:.4}   macro-F1 {:.4}   n {}\n\n",
+            self.accuracy, self.macro_f1, self.n
+        );
         s += &format!("{:<w$}  precision  recall     f1  support\n", "class");
         for m in &self.per_class {
-            s += &format!("{:<w$}  {:>9.4}  {:>6.4}  {:>5.4}  {:>7}\n", m.class, m.precision, m.recall, m.f1, m.support);
+            s += &format!(
+                "{:<w$}  {:>9.4}  {:>6.4}  {:>5.4}  {:>7}\n",
+                m.class, m.precision, m.recall, m.f1, m.support
+            );
         }
         s += "\nconfusion matrix (rows: true class, columns: predicted)\n";
-        let cw = self.classes.iter().map(|c| c.len()).max().unwrap_or(1).max(5);
+        let cw = self
+            .classes
+            .iter()
+            .map(|c| c.len())
+            .max()
+            .unwrap_or(1)
+            .max(5);
         s += &format!("{:<w$}", "");
         for c in &self.classes {
             s += &format!("  {c:>cw$}");
@@ -103,7 +147,10 @@ mod tests {
         let truth = [0, 0, 1, 1, 2, 2];
         let pred = [0, 1, 1, 1, 2, 0];
         let r = Report::new(&classes, &truth, &pred);
-        assert_eq!(r.confusion, vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 1]]);
+        assert_eq!(
+            r.confusion,
+            vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 1]]
+        );
         assert!((r.accuracy - 4.0 / 6.0).abs() < 1e-12);
         assert!((r.per_class[1].precision - 2.0 / 3.0).abs() < 1e-12);
         assert!((r.per_class[1].recall - 1.0).abs() < 1e-12);

@@ -9,12 +9,12 @@ impl Shuffler {
     /// A generator for `(seed, stream)`; different streams are independent sequences.
     pub fn new(seed: u64, stream: u64) -> Self {
         let mut s = Shuffler(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
-        s.next();
+        s.next_u64();
         s
     }
 
     /// Next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -24,7 +24,7 @@ impl Shuffler {
 
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Shuffles a slice in place (Fisher–Yates).

@@ -38,7 +38,16 @@ pub struct SgdParams {
 
 impl Default for SgdParams {
     fn default() -> Self {
-        Self { lr: 0.001, momentum: 0.9, nesterov: false, weight_decay: 0.0, batch_size: 32, epochs: 20, seed: 43, class_weight: ClassWeight::None }
+        Self {
+            lr: 0.001,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+            batch_size: 32,
+            epochs: 20,
+            seed: 43,
+            class_weight: ClassWeight::None,
+        }
     }
 }
 
@@ -92,7 +101,13 @@ pub struct Sgd {
 impl Sgd {
     /// A fresh optimizer for `n_params` parameters.
     pub fn new(p: &SgdParams, n_params: usize) -> Self {
-        Self { lr: p.lr, momentum: p.momentum, nesterov: p.nesterov, weight_decay: p.weight_decay, buffers: vec![None; n_params] }
+        Self {
+            lr: p.lr,
+            momentum: p.momentum,
+            nesterov: p.nesterov,
+            weight_decay: p.weight_decay,
+            buffers: vec![None; n_params],
+        }
     }
 
     /// One update, exactly `torch.optim.SGD` (dampening 0):
@@ -109,7 +124,11 @@ impl Sgd {
                     None => g.clone(),
                     Some(v) => ((v * self.momentum)? + &g)?,
                 };
-                let d = if self.nesterov { (&g + (&v * self.momentum)?)? } else { v.clone() };
+                let d = if self.nesterov {
+                    (&g + (&v * self.momentum)?)?
+                } else {
+                    v.clone()
+                };
                 self.buffers[i] = Some(v);
                 d
             } else {
@@ -144,7 +163,11 @@ mod tests {
         // v1 = 1        → w = 1 − 0.1      = 0.9
         // v2 = 0.9 + 2 = 2.9  → w = 0.9 − 0.29  = 0.61
         // v3 = 2.61 + 3 = 5.61 → w = 0.61 − 0.561 = 0.049
-        let p = SgdParams { lr: 0.1, momentum: 0.9, ..Default::default() };
+        let p = SgdParams {
+            lr: 0.1,
+            momentum: 0.9,
+            ..Default::default()
+        };
         let w = run(p, &[1.0, 2.0, 3.0]);
         for (a, b) in w.iter().zip([0.9f32, 0.61, 0.049]) {
             assert!((a - b).abs() < 1e-6, "{w:?}");
@@ -156,17 +179,47 @@ mod tests {
         // wd 0.5, w0 = 1: g1 = 1 + 0.5 = 1.5, v1 = 1.5, d1 = 1.5 + 0.9·1.5 = 2.85, w1 = 1 − 0.285 = 0.715
         // g2 = 1 + 0.3575 = 1.3575, v2 = 1.35 + 1.3575 = 2.7075, d2 = 1.3575 + 2.43675 = 3.79425,
         // w2 = 0.715 − 0.379425 = 0.335575
-        let p = SgdParams { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.5, ..Default::default() };
+        let p = SgdParams {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 0.5,
+            ..Default::default()
+        };
         let w = run(p, &[1.0, 1.0]);
-        assert!((w[0] - 0.715).abs() < 1e-6 && (w[1] - 0.335575).abs() < 1e-6, "{w:?}");
+        assert!(
+            (w[0] - 0.715).abs() < 1e-6 && (w[1] - 0.335575).abs() < 1e-6,
+            "{w:?}"
+        );
     }
 
     #[test]
     fn bad_params_are_rejected_once() {
-        assert!(SgdParams { lr: 0.0, ..Default::default() }.check().is_err());
-        assert!(SgdParams { momentum: 1.0, ..Default::default() }.check().is_err());
-        assert!(SgdParams { batch_size: 0, ..Default::default() }.check().is_err());
-        assert!(SgdParams { nesterov: true, momentum: 0.0, ..Default::default() }.check().is_err());
+        assert!(SgdParams {
+            lr: 0.0,
+            ..Default::default()
+        }
+        .check()
+        .is_err());
+        assert!(SgdParams {
+            momentum: 1.0,
+            ..Default::default()
+        }
+        .check()
+        .is_err());
+        assert!(SgdParams {
+            batch_size: 0,
+            ..Default::default()
+        }
+        .check()
+        .is_err());
+        assert!(SgdParams {
+            nesterov: true,
+            momentum: 0.0,
+            ..Default::default()
+        }
+        .check()
+        .is_err());
         assert!(SgdParams::default().check().is_ok());
     }
 }

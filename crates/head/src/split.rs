@@ -43,23 +43,45 @@ pub fn stratified(images: &[(usize, usize)], val_fraction: f64, seed: u64) -> Im
     }
     train.sort_unstable();
     val.sort_unstable();
-    ImageSplit { train, val, kind: "stratified".into() }
+    ImageSplit {
+        train,
+        val,
+        kind: "stratified".into(),
+    }
 }
 
 /// The split for a cache: the dataset's train/val folders when the manifest recorded them
 /// (and `val_fraction` is not forced), else a stratified seeded split of the usable images.
 pub fn split_cache(manifest: &Manifest, val_fraction: f64, seed: u64) -> Result<ImageSplit> {
     if !(0.0..1.0).contains(&val_fraction) {
-        return Err(Error::InvalidParams(format!("--val-fraction {val_fraction} must be in [0, 1)")));
+        return Err(Error::InvalidParams(format!(
+            "--val-fraction {val_fraction} must be in [0, 1)"
+        )));
     }
-    let usable: Vec<(usize, usize)> = manifest.usable_images().map(|i| (i, manifest.images[i].label)).collect();
+    let usable: Vec<(usize, usize)> = manifest
+        .usable_images()
+        .map(|i| (i, manifest.images[i].label))
+        .collect();
     if usable.is_empty() {
         return Err(Error::Data("the cache has no usable image".into()));
     }
-    let has_dataset_split = manifest.images.iter().any(|e| e.split == Some(DatasetSplit::Val) && e.status == ImageStatus::Ok);
+    let has_dataset_split = manifest
+        .images
+        .iter()
+        .any(|e| e.split == Some(DatasetSplit::Val) && e.status == ImageStatus::Ok);
     if has_dataset_split {
-        let side = |s: DatasetSplit| usable.iter().filter(|(i, _)| manifest.images[*i].split == Some(s)).map(|(i, _)| *i).collect();
-        return Ok(ImageSplit { train: side(DatasetSplit::Train), val: side(DatasetSplit::Val), kind: "dataset".into() });
+        let side = |s: DatasetSplit| {
+            usable
+                .iter()
+                .filter(|(i, _)| manifest.images[*i].split == Some(s))
+                .map(|(i, _)| *i)
+                .collect()
+        };
+        return Ok(ImageSplit {
+            train: side(DatasetSplit::Train),
+            val: side(DatasetSplit::Val),
+            kind: "dataset".into(),
+        });
     }
     Ok(stratified(&usable, val_fraction, seed))
 }

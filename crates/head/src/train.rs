@@ -11,7 +11,11 @@ use crate::{Error, Result};
 
 /// Rows as a `[N, dim]` tensor.
 pub fn features_tensor(rows: &Rows) -> Result<Tensor> {
-    Ok(Tensor::from_slice(&rows.x, (rows.len(), rows.dim), &Device::Cpu)?)
+    Ok(Tensor::from_slice(
+        &rows.x,
+        (rows.len(), rows.dim),
+        &Device::Cpu,
+    )?)
 }
 
 /// Per-class weights `n / (classes · count)` for "balanced" weighting (0 for absent classes).
@@ -22,7 +26,13 @@ pub fn balanced_class_weights(y: &[u32], classes: usize) -> Vec<f32> {
     }
     counts
         .iter()
-        .map(|&k| if k == 0 { 0.0 } else { y.len() as f32 / (classes * k) as f32 })
+        .map(|&k| {
+            if k == 0 {
+                0.0
+            } else {
+                y.len() as f32 / (classes * k) as f32
+            }
+        })
         .collect()
 }
 
@@ -33,8 +43,17 @@ pub fn score(head: &LinearHead, rows: &Rows) -> Result<(f64, f64, Vec<usize>)> {
     }
     let logits = head.logits(&features_tensor(rows)?)?;
     let (loss, _) = cross_entropy_with_grad(&logits, &one_hot(&rows.y, head.classes())?, None)?;
-    let pred: Vec<usize> = logits.argmax(1)?.to_vec1::<u32>()?.into_iter().map(|p| p as usize).collect();
-    let correct = pred.iter().zip(&rows.y).filter(|(p, y)| **p == **y as usize).count();
+    let pred: Vec<usize> = logits
+        .argmax(1)?
+        .to_vec1::<u32>()?
+        .into_iter()
+        .map(|p| p as usize)
+        .collect();
+    let correct = pred
+        .iter()
+        .zip(&rows.y)
+        .filter(|(p, y)| **p == **y as usize)
+        .count();
     Ok((loss, correct as f64 / rows.len() as f64, pred))
 }
 
@@ -72,12 +91,19 @@ pub fn train_sgd(
             let idx = Tensor::from_slice(batch, batch.len(), &Device::Cpu)?;
             let xb = x.index_select(&idx, 0)?;
             let yb = onehot.index_select(&idx, 0)?;
-            let wb = row_weights.as_ref().map(|w| w.index_select(&idx, 0)).transpose()?;
+            let wb = row_weights
+                .as_ref()
+                .map(|w| w.index_select(&idx, 0))
+                .transpose()?;
             let logits = head.logits(&xb)?;
             let (loss, dlogits) = cross_entropy_with_grad(&logits, &yb, wb.as_ref())?;
             loss_sum += loss * batch.len() as f64;
             let pred = logits.argmax(1)?.to_vec1::<u32>()?;
-            correct += pred.iter().zip(batch).filter(|(p, &i)| **p == train.y[i as usize]).count();
+            correct += pred
+                .iter()
+                .zip(batch)
+                .filter(|(p, &i)| **p == train.y[i as usize])
+                .count();
             let gw = dlogits.t()?.matmul(&xb)?;
             let gb = dlogits.sum(0)?;
             let LinearHead { weight, bias } = &mut head;
@@ -89,7 +115,13 @@ pub fn train_sgd(
             let (l, a, _) = score(&head, val)?;
             (Some(l), Some(a))
         };
-        let rec = EpochRecord { epoch, train_loss: loss_sum / n as f64, train_accuracy: correct as f64 / n as f64, val_loss, val_accuracy };
+        let rec = EpochRecord {
+            epoch,
+            train_loss: loss_sum / n as f64,
+            train_accuracy: correct as f64 / n as f64,
+            val_loss,
+            val_accuracy,
+        };
         on_epoch(&rec);
         history.push(rec);
     }
@@ -103,7 +135,10 @@ mod tests {
 
     fn blobs(n_per: usize, seed: u64) -> Rows {
         let mut r = Shuffler::new(seed, 9);
-        let mut rows = Rows { dim: 4, ..Default::default() };
+        let mut rows = Rows {
+            dim: 4,
+            ..Default::default()
+        };
         for c in 0..3u32 {
             for i in 0..n_per {
                 for d in 0..4 {
@@ -121,7 +156,13 @@ mod tests {
     fn learns_separable_blobs_and_is_deterministic() {
         let train = blobs(40, 1);
         let val = blobs(10, 2);
-        let p = SgdParams { lr: 0.05, epochs: 10, ..Default::default() }.check().unwrap();
+        let p = SgdParams {
+            lr: 0.05,
+            epochs: 10,
+            ..Default::default()
+        }
+        .check()
+        .unwrap();
         let (h1, hist) = train_sgd(&train, &val, 3, &p, &mut |_| {}).unwrap();
         assert_eq!(hist.len(), 10);
         assert!(hist[9].val_accuracy.unwrap() > 0.95, "{hist:?}");
@@ -134,6 +175,9 @@ mod tests {
 
     #[test]
     fn balanced_weights_follow_sklearn() {
-        assert_eq!(balanced_class_weights(&[0, 0, 0, 1], 2), vec![4.0 / 6.0, 2.0]);
+        assert_eq!(
+            balanced_class_weights(&[0, 0, 0, 1], 2),
+            vec![4.0 / 6.0, 2.0]
+        );
     }
 }

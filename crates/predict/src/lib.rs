@@ -76,7 +76,9 @@ pub fn collect_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         if depth > 64 {
             return;
         }
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         let mut entries: Vec<_> = rd.flatten().collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
@@ -119,13 +121,26 @@ pub struct Predictor {
 impl Predictor {
     /// Builds the backbone named in the head's metadata from `weights` (whose sha256 is
     /// `weights_sha256`), refusing weights other than the head's unless `allow_mismatch`.
-    pub fn new(head: HeadCheckpoint, weights: &WeightMap, weights_sha256: &str, allow_mismatch: bool, device: &Device) -> Result<Self> {
+    pub fn new(
+        head: HeadCheckpoint,
+        weights: &WeightMap,
+        weights_sha256: &str,
+        allow_mismatch: bool,
+        device: &Device,
+    ) -> Result<Self> {
         if !allow_mismatch && weights_sha256 != head.meta.weights_sha256 {
-            return Err(Error::WeightsMismatch { expected: head.meta.weights_sha256.clone(), found: weights_sha256.to_string() });
+            return Err(Error::WeightsMismatch {
+                expected: head.meta.weights_sha256.clone(),
+                found: weights_sha256.to_string(),
+            });
         }
         let arch = Architecture::from_name(&head.meta.backbone.name)?;
         let backbone = Backbone::load(arch, weights, false, device)?;
-        Ok(Self { backbone, head, limits: DecodeLimits::default() })
+        Ok(Self {
+            backbone,
+            head,
+            limits: DecodeLimits::default(),
+        })
     }
 
     /// Class probabilities `[N, classes]` of preprocessed `[N, 3, H, W]` inputs.
@@ -136,7 +151,13 @@ impl Predictor {
 
     /// Classifies `paths` in batches; unreadable files get an `error` and do not stop the run.
     /// `on_batch` is told how many files each batch finished.
-    pub fn predict(&self, paths: &[PathBuf], batch_size: usize, top_k: usize, on_batch: &mut dyn FnMut(usize)) -> Result<Vec<Prediction>> {
+    pub fn predict(
+        &self,
+        paths: &[PathBuf],
+        batch_size: usize,
+        top_k: usize,
+        on_batch: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Prediction>> {
         let cfg = self.backbone.config().preprocess.clone();
         let size = cfg.input_size as usize;
         let mut out = Vec::with_capacity(paths.len());
@@ -145,12 +166,17 @@ impl Predictor {
                 .par_iter()
                 .map(|p| {
                     let bytes = std::fs::read(p).map_err(|e| format!("cannot read: {e}"))?;
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| preprocess::eval_input(&bytes, &cfg, &self.limits)))
-                        .map_err(|_| "the decoder crashed on this file".to_string())?
-                        .map_err(|e| e.to_string())
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        preprocess::eval_input(&bytes, &cfg, &self.limits)
+                    }))
+                    .map_err(|_| "the decoder crashed on this file".to_string())?
+                    .map_err(|e| e.to_string())
                 })
                 .collect();
-            let ok: Vec<&[f32]> = inputs.iter().filter_map(|r| r.as_ref().ok().map(|v| v.as_slice())).collect();
+            let ok: Vec<&[f32]> = inputs
+                .iter()
+                .filter_map(|r| r.as_ref().ok().map(|v| v.as_slice()))
+                .collect();
             let probs: Vec<Vec<f32>> = if ok.is_empty() {
                 Vec::new()
             } else {
@@ -161,10 +187,18 @@ impl Predictor {
             for (p, r) in chunk.iter().zip(inputs) {
                 let path = p.display().to_string();
                 out.push(match r {
-                    Err(e) => Prediction { path, top: None, error: Some(e) },
+                    Err(e) => Prediction {
+                        path,
+                        top: None,
+                        error: Some(e),
+                    },
                     Ok(_) => {
                         let pr = probs.next().unwrap_or_default();
-                        Prediction { path, top: Some(self.top_k(&pr, top_k)), error: None }
+                        Prediction {
+                            path,
+                            top: Some(self.top_k(&pr, top_k)),
+                            error: None,
+                        }
                     }
                 });
             }
@@ -178,7 +212,11 @@ impl Predictor {
         idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
         idx.into_iter()
             .take(k.max(1))
-            .map(|i| Scored { index: i, label: self.head.meta.classes[i].clone(), score: probs[i] })
+            .map(|i| Scored {
+                index: i,
+                label: self.head.meta.classes[i].clone(),
+                score: probs[i],
+            })
             .collect()
     }
 }
@@ -198,23 +236,48 @@ pub struct Evaluation {
 }
 
 /// Evaluates on an ImageFolder: class folders are matched to the head's classes by name.
-pub fn evaluate(predictor: &Predictor, data_dir: &Path, batch_size: usize, on_batch: &mut dyn FnMut(usize)) -> Result<Evaluation> {
+pub fn evaluate(
+    predictor: &Predictor,
+    data_dir: &Path,
+    batch_size: usize,
+    on_batch: &mut dyn FnMut(usize),
+) -> Result<Evaluation> {
     let ds = Dataset::scan(data_dir)?;
     let classes = &predictor.head.meta.classes;
-    let unknown_classes: Vec<String> = ds.classes.iter().filter(|c| !classes.contains(c)).cloned().collect();
-    let items: Vec<_> = ds.items.iter().filter(|it| classes.contains(&ds.classes[it.label])).collect();
+    let unknown_classes: Vec<String> = ds
+        .classes
+        .iter()
+        .filter(|c| !classes.contains(c))
+        .cloned()
+        .collect();
+    let items: Vec<_> = ds
+        .items
+        .iter()
+        .filter(|it| classes.contains(&ds.classes[it.label]))
+        .collect();
     let paths: Vec<PathBuf> = items.iter().map(|it| it.path.clone()).collect();
     let preds = predictor.predict(&paths, batch_size, 1, on_batch)?;
-    let (mut truth, mut guess, mut errors, mut scored) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut truth, mut guess, mut errors, mut scored) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (it, p) in items.iter().zip(preds) {
         match &p.top {
             Some(top) => {
-                truth.push(classes.iter().position(|c| *c == ds.classes[it.label]).unwrap_or(0));
+                truth.push(
+                    classes
+                        .iter()
+                        .position(|c| *c == ds.classes[it.label])
+                        .unwrap_or(0),
+                );
                 guess.push(top[0].index);
                 scored.push(p);
             }
             None => errors.push(p),
         }
     }
-    Ok(Evaluation { report: Report::new(classes, &truth, &guess), unknown_classes, errors, predictions: scored })
+    Ok(Evaluation {
+        report: Report::new(classes, &truth, &guess),
+        unknown_classes,
+        errors,
+        predictions: scored,
+    })
 }

@@ -234,26 +234,20 @@ impl candle_core::CustomOp1 for DepthwiseKernel {
         let (n, c, h, w) = layout.shape().dims4()?;
         let k = self.kernel;
         let s = self.stride;
-        let ((pt, _), (pl, _), oh, ow) = match self.padding {
-            Padding::Symmetric(p) => (
-                (p, p),
-                (p, p),
-                (h + 2 * p - k) / s + 1,
-                (w + 2 * p - k) / s + 1,
-            ),
-            Padding::Same => (
-                same_padding(h, k, s),
-                same_padding(w, k, s),
-                h.div_ceil(s),
-                w.div_ceil(s),
-            ),
-        };
+        let Geometry {
+            top: pt,
+            left: pl,
+            out_h: oh,
+            out_w: ow,
+            ..
+        } = geometry(self.padding, h, w, k, s)?;
         if c * k * k != self.weight.len() {
             candle_core::bail!(
                 "depthwise kernel: {c} channels but weights for {}",
                 self.weight.len() / (k * k)
             );
         }
+        let (ph, pw) = ((oh - 1) * s + k, (ow - 1) * s + k);
         let mut out = vec![0f32; n * c * oh * ow];
         out.par_chunks_mut(oh * ow)
             .enumerate()
@@ -261,37 +255,64 @@ impl candle_core::CustomOp1 for DepthwiseKernel {
                 let ch = nc % c;
                 let plane = &src[nc * h * w..(nc + 1) * h * w];
                 let wk = &self.weight[ch * k * k..(ch + 1) * k * k];
-                let b = self.bias[ch];
-                for oy in 0..oh {
-                    let iy0 = (oy * s) as isize - pt as isize;
-                    for ox in 0..ow {
-                        let ix0 = (ox * s) as isize - pl as isize;
-                        let mut acc = 0f32;
-                        for ky in 0..k {
-                            let iy = iy0 + ky as isize;
-                            if iy < 0 || iy >= h as isize {
-                                continue;
-                            }
-                            let row = &plane[iy as usize * w..(iy as usize + 1) * w];
-                            let wrow = &wk[ky * k..(ky + 1) * k];
-                            for (kx, wv) in wrow.iter().enumerate() {
-                                let ix = ix0 + kx as isize;
-                                if ix >= 0 && ix < w as isize {
-                                    acc += row[ix as usize] * wv;
+                // Zero-padded copy of the plane (reused per thread), so the inner loops have no
+                // bounds checks and vectorise.
+                PADDED.with(|buf| {
+                    let mut buf = buf.borrow_mut();
+                    buf.clear();
+                    buf.resize(ph * pw, 0.0);
+                    let n_copy = w.min(pw.saturating_sub(pl));
+                    for y in 0..h.min(ph.saturating_sub(pt)) {
+                        let at = (y + pt) * pw + pl;
+                        buf[at..at + n_copy].copy_from_slice(&plane[y * w..y * w + n_copy]);
+                    }
+                    dst.fill(self.bias[ch]);
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let wv = wk[ky * k + kx];
+                            for oy in 0..oh {
+                                let row = &buf[(oy * s + ky) * pw + kx..];
+                                let out_row = &mut dst[oy * ow..(oy + 1) * ow];
+                                if s == 1 {
+                                    for (o, i) in out_row.iter_mut().zip(&row[..ow]) {
+                                        *o += wv * i;
+                                    }
+                                } else {
+                                    for (ox, o) in out_row.iter_mut().enumerate() {
+                                        *o += wv * row[ox * s];
+                                    }
                                 }
                             }
                         }
-                        dst[oy * ow + ox] = self.activation.scalar(acc + b);
                     }
+                });
+                if self.activation != Activation::None {
+                    dst.iter_mut().for_each(|v| *v = self.activation.scalar(*v));
                 }
             });
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
 }
 
-/// (top, bottom, left, right) padding and output size for an `h × w` input.
-fn pads(padding: Padding, h: usize, w: usize, k: usize, s: usize) -> candle_core::Result<((usize, usize, usize, usize), usize, usize)> {
-    let (t, b, l, r) = match padding {
+/// Padding and output size of a convolution on an `h × w` input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geometry {
+    top: usize,
+    bottom: usize,
+    left: usize,
+    right: usize,
+    out_h: usize,
+    out_w: usize,
+}
+
+fn geometry(
+    padding: Padding,
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+) -> candle_core::Result<Geometry> {
+    let (top, bottom, left, right) = match padding {
         Padding::Symmetric(p) => (p, p, p, p),
         Padding::Same => {
             let (t, b) = same_padding(h, k, s);
@@ -299,13 +320,22 @@ fn pads(padding: Padding, h: usize, w: usize, k: usize, s: usize) -> candle_core
             (t, b, l, r)
         }
     };
-    if h + t + b < k || w + l + r < k {
+    if h + top + bottom < k || w + left + right < k {
         candle_core::bail!("convolution: {h}×{w} input is smaller than the {k}×{k} kernel");
     }
-    Ok(((t, b, l, r), (h + t + b - k) / s + 1, (w + l + r - k) / s + 1))
+    Ok(Geometry {
+        top,
+        bottom,
+        left,
+        right,
+        out_h: (h + top + bottom - k) / s + 1,
+        out_w: (w + left + right - k) / s + 1,
+    })
 }
 
 thread_local! {
+    /// A zero-padded input plane of the depthwise kernel, reused per thread.
+    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The im2col buffer, reused across layers and batches (no allocation per convolution).
     static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -327,30 +357,46 @@ pub struct DenseKernel {
 impl DenseKernel {
     /// Fills `cols` ([cin·k·k, oh·ow], row-major) from one image plane set `src` ([cin, h, w]).
     #[allow(clippy::too_many_arguments)]
-    fn im2col(&self, src: &[f32], h: usize, w: usize, oh: usize, ow: usize, top: usize, left: usize, cols: &mut [f32]) {
+    fn im2col(
+        &self,
+        src: &[f32],
+        h: usize,
+        w: usize,
+        oh: usize,
+        ow: usize,
+        top: usize,
+        left: usize,
+        cols: &mut [f32],
+    ) {
         let (k, s) = (self.kernel, self.stride);
         let p = oh * ow;
-        cols.par_chunks_mut(k * k * p).enumerate().for_each(|(c, block)| {
-            let plane = &src[c * h * w..(c + 1) * h * w];
-            for ky in 0..k {
-                for kx in 0..k {
-                    let row = &mut block[(ky * k + kx) * p..(ky * k + kx + 1) * p];
-                    for oy in 0..oh {
-                        let iy = (oy * s + ky) as isize - top as isize;
-                        let dst = &mut row[oy * ow..(oy + 1) * ow];
-                        if iy < 0 || iy >= h as isize {
-                            dst.fill(0.0);
-                            continue;
-                        }
-                        let line = &plane[iy as usize * w..(iy as usize + 1) * w];
-                        for (ox, d) in dst.iter_mut().enumerate() {
-                            let ix = (ox * s + kx) as isize - left as isize;
-                            *d = if ix >= 0 && ix < w as isize { line[ix as usize] } else { 0.0 };
+        cols.par_chunks_mut(k * k * p)
+            .enumerate()
+            .for_each(|(c, block)| {
+                let plane = &src[c * h * w..(c + 1) * h * w];
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let row = &mut block[(ky * k + kx) * p..(ky * k + kx + 1) * p];
+                        for oy in 0..oh {
+                            let iy = (oy * s + ky) as isize - top as isize;
+                            let dst = &mut row[oy * ow..(oy + 1) * ow];
+                            if iy < 0 || iy >= h as isize {
+                                dst.fill(0.0);
+                                continue;
+                            }
+                            let line = &plane[iy as usize * w..(iy as usize + 1) * w];
+                            for (ox, d) in dst.iter_mut().enumerate() {
+                                let ix = (ox * s + kx) as isize - left as isize;
+                                *d = if ix >= 0 && ix < w as isize {
+                                    line[ix as usize]
+                                } else {
+                                    0.0
+                                };
+                            }
                         }
                     }
                 }
-            }
-        });
+            });
     }
 }
 
@@ -359,27 +405,44 @@ impl candle_core::CustomOp1 for DenseKernel {
         "dense-conv-bn-act"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let src = match storage {
             CpuStorage::F32(v) => v.as_slice(),
             _ => candle_core::bail!("dense conv kernel expects f32 input"),
         };
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("dense conv kernel expects a contiguous input".into()))?;
+        let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
+            candle_core::Error::Msg("dense conv kernel expects a contiguous input".into())
+        })?;
         let src = &src[start..end];
         let (n, c, h, w) = layout.shape().dims4()?;
         if c != self.in_channels {
-            candle_core::bail!("convolution expects {} input channels, got {c}", self.in_channels);
+            candle_core::bail!(
+                "convolution expects {} input channels, got {c}",
+                self.in_channels
+            );
         }
         let (k, cout) = (self.kernel, self.out_channels);
-        let ((top, _, left, _), oh, ow) = pads(self.padding, h, w, k, self.stride)?;
+        let Geometry {
+            top,
+            left,
+            out_h: oh,
+            out_w: ow,
+            ..
+        } = geometry(self.padding, h, w, k, self.stride)?;
         let p = oh * ow;
         let kk = c * k * k;
         let direct = k == 1 && self.stride == 1;
         let mut out = vec![0f32; n * cout * p];
         let threads = rayon::current_num_threads();
-        let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        let par = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
         COLUMNS.with(|cols| {
             let mut cols = cols.borrow_mut();
             if !direct && cols.len() < kk * p {
@@ -401,11 +464,25 @@ impl candle_core::CustomOp1 for DenseKernel {
                 // bounds; the three buffers do not overlap.
                 unsafe {
                     gemm::gemm(
-                        cout, p, kk,
-                        dst.as_mut_ptr(), 1, p as isize, true,
-                        self.weight.as_ptr(), 1, kk as isize,
-                        rhs.as_ptr(), 1, p as isize,
-                        1.0, 1.0, false, false, false, par,
+                        cout,
+                        p,
+                        kk,
+                        dst.as_mut_ptr(),
+                        1,
+                        p as isize,
+                        true,
+                        self.weight.as_ptr(),
+                        1,
+                        kk as isize,
+                        rhs.as_ptr(),
+                        1,
+                        p as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        par,
                     );
                 }
                 if self.activation != Activation::None {
@@ -430,7 +507,7 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// Loads `{name}.weight` [out, in] and `{name}.bias` [out].
+    /// Loads `{name}.weight` `[out, in]` and `{name}.bias` `[out]`.
     pub fn load(
         w: &WeightMap,
         name: &str,
@@ -515,12 +592,27 @@ mod tests {
                 activation: act,
             };
             let got = x.apply_op1_no_bwd(&op).unwrap();
-            let ((t, bo, l, r), _, _) = pads(pad, h, w, k, stride).unwrap();
-            let xp = x.pad_with_zeros(2, t, bo).unwrap().pad_with_zeros(3, l, r).unwrap();
-            let want = xp.conv2d(&wt, 0, stride, 1, 1).unwrap().broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap()).unwrap();
+            let g = geometry(pad, h, w, k, stride).unwrap();
+            let xp = x
+                .pad_with_zeros(2, g.top, g.bottom)
+                .unwrap()
+                .pad_with_zeros(3, g.left, g.right)
+                .unwrap();
+            let want = xp
+                .conv2d(&wt, 0, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap())
+                .unwrap();
             let want = act.apply(want).unwrap();
             assert_eq!(got.dims(), want.dims());
-            let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let diff = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(diff < 1e-4, "k={k} s={stride}: max diff {diff}");
         }
     }

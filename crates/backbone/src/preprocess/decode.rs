@@ -53,9 +53,9 @@ impl DecodeLimits {
 /// - 16-bit channels keep their **high byte**: what PIL does for 16-bit RGB(A) PNGs. For 16-bit
 ///   grayscale PIL opens mode `I;16` and `convert("RGB")` clips to 255 (mostly white); we take the
 ///   high byte too, a deliberate deviation. Floating-point TIFFs are clamped to [0, 1] and scaled.
-/// - CMYK JPEGs are converted as Adobe-inverted CMYK, `R = C·K/255` on the stored values (the
-///   `image` crate's decoder, zune-jpeg, does this; Pillow assumes Adobe conventions too and
-///   computes the same formula). YCCK is converted to CMYK first, as libjpeg does.
+/// - CMYK JPEGs are read as Adobe-inverted CMYK and converted with `R = C·K/255` on the stored
+///   values (the `image` crate's decoder, zune-jpeg, does this; Pillow always assumes Adobe
+///   polarity too and its `cmyk2rgb` gives the same values). YCCK goes through CMYK in both.
 /// - Animated GIFs (and multi-page TIFFs) give their first frame.
 /// - **A truncated JPEG is an error**, like PIL (`image file is truncated`) and unlike the
 ///   `image` crate, which would fill the missing part with grey. The check is structural: the
@@ -128,12 +128,15 @@ fn png_header_size(b: &[u8]) -> Option<(u32, u32)> {
     Some((be(16), be(20)))
 }
 
-/// Megapixels for messages: whole numbers when large, one decimal when small.
+/// Megapixels for messages: whole numbers when large, more decimals when small.
 fn megapixels(pixels: u64) -> String {
+    let mp = pixels as f64 / 1e6;
     if pixels >= 10_000_000 {
         format!("{}", (pixels + 500_000) / 1_000_000)
+    } else if pixels >= 1_000_000 {
+        format!("{mp:.1}")
     } else {
-        format!("{:.1}", pixels as f64 / 1e6)
+        format!("{mp:.2}")
     }
 }
 
@@ -465,6 +468,14 @@ mod tests {
         let png = raw_png(3, 1, 1, 0, &[], Some(&[vec![0b1010_0000]]));
         let img = decode_rgb(&png, &limits()).unwrap();
         assert_eq!(img.as_raw(), &[255, 255, 255, 0, 0, 0, 255, 255, 255]);
+        // 2- and 4-bit gray scale to 0..=255 too (PIL's "L;2" / "L;4" unpackers).
+        let png = raw_png(4, 1, 2, 0, &[], Some(&[vec![0b0001_1011]]));
+        let img = decode_rgb(&png, &limits()).unwrap();
+        let firsts: Vec<u8> = img.as_raw().iter().step_by(3).copied().collect();
+        assert_eq!(firsts, [0, 85, 170, 255]);
+        let png = raw_png(2, 1, 4, 0, &[], Some(&[vec![0x1F]]));
+        let img = decode_rgb(&png, &limits()).unwrap();
+        assert_eq!(img.as_raw(), &[17, 17, 17, 255, 255, 255]);
     }
 
     #[test]
@@ -558,7 +569,7 @@ mod tests {
         // A lower limit applies as well.
         let png = encode_png(200, 100, &vec![0; 200 * 100 * 3], ExtendedColorType::Rgb8);
         let err = reason(decode_rgb(&png, &DecodeLimits { max_pixels: 10_000 }).unwrap_err());
-        assert_eq!(err, "image is 200×100 (0.0 MP), over the 0.0 MP limit");
+        assert_eq!(err, "image is 200×100 (0.02 MP), over the 0.01 MP limit");
     }
 
     #[test]

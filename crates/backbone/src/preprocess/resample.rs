@@ -366,8 +366,8 @@ pub(crate) fn resample_window(src: &View, win: Window, interp: Interpolation, ds
 /// Pillow ≥ 13 runs the vertical pass first when the height shrinks by more than twice as many
 /// pixels as the width (`(in_h - out_h) > 0 && (in_h - out_h) > (in_w - out_w) * 2`, in pixels of
 /// the whole output, not of the window). Earlier Pillow always went horizontal first; the two
-/// orders differ by at most one level in a few pixels, and for an aspect-preserving downscale
-/// only images more than twice as tall as wide are affected.
+/// orders differ by the rounding of the 8-bit intermediate image (a level here and there), and
+/// for an aspect-preserving downscale only images more than twice as tall as wide are affected.
 fn horizontal_first(src: &View, win: Window) -> bool {
     let dh = src.h as i128 - i128::from(win.out_h);
     let dw = src.w as i128 - i128::from(win.out_w);
@@ -376,7 +376,10 @@ fn horizontal_first(src: &View, win: Window) -> bool {
 
 /// PIL-exact resize: `Image.resize((width, height), resample)` on an RGB image with the default
 /// `box` and `reducing_gap=None` (which is what torchvision's `Resize` calls; `antialias=True` is
-/// PIL's only behaviour). The output is bit-identical to Pillow's.
+/// PIL's only behaviour). The output is bit-identical to Pillow 13's, including its choice of
+/// running the vertical pass first when the height shrinks by more than twice as many pixels as
+/// the width; Pillow < 13 always starts with the horizontal pass, so in that case it differs by
+/// a level here and there.
 ///
 /// Pillow rejects zero sizes; here a zero `width` or `height` gives an empty image, and an empty
 /// input gives a black one.

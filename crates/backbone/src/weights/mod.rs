@@ -8,6 +8,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::error::TensorProblem;
 use crate::{Error, Result};
 
 pub use pth::read_pth;
@@ -21,6 +22,8 @@ pub struct WeightMap {
     pub source_desc: String,
     /// The prefix that was stripped from every key (empty if none).
     pub stripped_prefix: String,
+    /// Number of tensors in the file, `num_batches_tracked` included.
+    pub file_tensors: usize,
 }
 
 /// Prefixes stripped automatically when every model tensor carries one of them.
@@ -42,6 +45,7 @@ impl WeightMap {
         source_desc: String,
         prefix: Option<&str>,
     ) -> Result<Self> {
+        let file_tensors = tensors.len();
         let keys: Vec<&str> = tensors
             .iter()
             .map(|(k, _)| k.as_str())
@@ -70,6 +74,7 @@ impl WeightMap {
             tensors,
             source_desc,
             stripped_prefix,
+            file_tensors,
         })
     }
 
@@ -96,20 +101,21 @@ impl WeightMap {
         backbone: &str,
         device: &Device,
     ) -> Result<Tensor> {
-        let t = self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
-            source_desc: self.source_desc.clone(),
-            backbone: backbone.to_string(),
-            name: name.to_string(),
-            expected: shape.to_vec(),
-        })?;
-        if t.dims() != shape {
-            return Err(Error::ShapeMismatch {
+        let problem = |found: Vec<usize>| {
+            Box::new(TensorProblem {
                 source_desc: self.source_desc.clone(),
                 backbone: backbone.to_string(),
                 name: name.to_string(),
                 expected: shape.to_vec(),
-                found: t.dims().to_vec(),
-            });
+                found,
+            })
+        };
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::MissingTensor(problem(Vec::new())))?;
+        if t.dims() != shape {
+            return Err(Error::ShapeMismatch(problem(t.dims().to_vec())));
         }
         Ok(t.to_dtype(DType::F32)?.to_device(device)?)
     }
@@ -135,7 +141,8 @@ pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
 
 /// Parses safetensors bytes into tensors on the CPU, sorted by name.
 pub fn read_safetensors(bytes: &[u8]) -> std::result::Result<Vec<(String, Tensor)>, String> {
-    let map = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| format!("safetensors: {e}"))?;
+    let map = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
+        .map_err(|e| format!("safetensors: {e}"))?;
     let mut out: Vec<(String, Tensor)> = map.into_iter().collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)

@@ -2,7 +2,7 @@
 //! legacy format (several pickles back to back, then the raw storages) written before it or
 //! with `_use_new_zipfile_serialization=False`.
 //!
-//! Both formats are parsed by a small pickle virtual machine of our own ([`Unpickler`]). It
+//! Both formats are parsed by a small pickle virtual machine of our own (`Unpickler`). It
 //! understands the binary opcodes of pickle protocols 2–5 that `torch.save` emits, plus the
 //! protocol-0 `GLOBAL`, `INT`, `LONG`, `PUT` and `GET`. It never trusts a length it reads (every
 //! length is checked against the bytes that remain before anything is allocated), builds no
@@ -29,10 +29,10 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Cursor, Read};
+use std::io::{Cursor, Read, Seek};
 use std::rc::Rc;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 type Res<T> = std::result::Result<T, String>;
 
@@ -45,7 +45,7 @@ const LEGACY_PROTOCOL_VERSION: i64 = 1001;
 
 /// Keys of a checkpoint dict under which the state dict is looked for, in this order, when the
 /// top-level dict holds no tensors itself.
-pub const STATE_DICT_KEYS: [&str; 6] = [
+const STATE_DICT_KEYS: [&str; 6] = [
     "state_dict",
     "model",
     "model_state_dict",
@@ -55,7 +55,7 @@ pub const STATE_DICT_KEYS: [&str; 6] = [
 ];
 
 /// How many levels of [`STATE_DICT_KEYS`] are followed below the top-level dict.
-pub const MAX_NESTING: usize = 3;
+const MAX_NESTING: usize = 3;
 
 /// Tensors with more dimensions than this are rejected.
 const MAX_DIMS: usize = 64;
@@ -72,9 +72,13 @@ const MAX_MEMO: usize = 1 << 24;
 /// Reads all tensors of a `.pth` file (zip or legacy format) from its bytes.
 ///
 /// Returns CPU tensors sorted by name, each contiguous (non-contiguous tensors are gathered
-/// from their storage). Dtypes are mapped as in the [module documentation](self): in
-/// particular int32, int16 and int8 tensors are widened to `I64`, bool tensors become `U8`.
-/// The error is a short human-readable reason. Never panics on malformed input.
+/// from their storage). Only the state dict is read: the top-level dict, or else the first
+/// dict holding tensors under `state_dict`, `model`, `model_state_dict`, `module`, `net` or
+/// `params`. Dtypes: float64/32/16 and bfloat16 keep theirs, int64 is `I64`, int32, int16 and
+/// int8 are widened to `I64` (exactly), uint8 is `U8`, bool becomes `U8` (0 or 1).
+///
+/// The error is a short human-readable reason. Never panics on malformed input, and never
+/// allocates more than a length field claims without checking it against the input first.
 pub fn read_pth(bytes: &[u8]) -> std::result::Result<Vec<(String, Tensor)>, String> {
     // The reader is written not to panic; this is only a last safety net.
     std::panic::catch_unwind(|| read_pth_unguarded(bytes))
@@ -1137,7 +1141,7 @@ fn build_tensor(
     let bytes = storage_bytes(t, storages)?;
     let kind = t.storage.kind;
     let plan = Plan::new(bytes.len() / kind.size(), t.offset, &t.size, &t.stride)?;
-    let nbytes = plan.numel.checked_mul(kind.size()).unwrap_or(usize::MAX);
+    let nbytes = plan.numel.saturating_mul(kind.size());
     budget.spend(nbytes as u64, "tensor")?;
     to_candle(kind, bytes, &plan, t.size.clone())
 }
@@ -1273,6 +1277,29 @@ fn decode<const N: usize, T>(raw: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
 /// for the dtypes).
 fn to_candle(kind: Kind, storage: &[u8], plan: &Plan, shape: Vec<usize>) -> Res<Tensor> {
     let dev = &Device::Cpu;
+    let same_layout = match kind {
+        Kind::F64 => Some(DType::F64),
+        Kind::F32 => Some(DType::F32),
+        Kind::F16 => Some(DType::F16),
+        Kind::BF16 => Some(DType::BF16),
+        Kind::I64 => Some(DType::I64),
+        Kind::U8 => Some(DType::U8),
+        Kind::I32 | Kind::I16 | Kind::I8 | Kind::Bool => None,
+    };
+    // Fast path: a contiguous run of elements whose bytes candle can take as they are.
+    if let (true, true, Some(dtype)) =
+        (cfg!(target_endian = "little"), plan.contiguous, same_layout)
+    {
+        let es = kind.size();
+        let bytes = plan
+            .offset
+            .checked_mul(es)
+            .zip(plan.numel.checked_mul(es))
+            .and_then(|(start, n)| storage.get(start..start.checked_add(n)?))
+            .ok_or_else(|| "element index out of range".to_string())?;
+        return Tensor::from_raw_buffer(bytes, dtype, &shape, dev)
+            .map_err(|e| format!("candle: {e}"));
+    }
     let t = match kind {
         Kind::F64 => Tensor::from_vec(plan.gather(storage, f64::from_le_bytes)?, shape, dev),
         Kind::F32 => Tensor::from_vec(plan.gather(storage, f32::from_le_bytes)?, shape, dev),
@@ -1306,18 +1333,15 @@ fn to_candle(kind: Kind, storage: &[u8], plan: &Plan, shape: Vec<usize>) -> Res<
 // Zip format
 // ---------------------------------------------------------------------------------------------
 
-/// Reads one zip entry, or its first `want` bytes, refusing sizes the archive cannot hold.
-///
-/// Stored (uncompressed) entries are borrowed from `bytes`, the archive's own bytes; others
-/// are decompressed into a new buffer, counted against `budget`.
-fn read_entry<'a>(
-    archive: &mut zip::ZipArchive<Cursor<&'a [u8]>>,
-    bytes: &'a [u8],
+/// Reads a zip entry (checked against its CRC) and returns its first `want` bytes, or all of
+/// it when `want` is `None`, refusing sizes the archive cannot hold.
+fn read_entry<R: Read + Seek>(
+    archive: &mut zip::ZipArchive<R>,
     name: &str,
     want: Option<u64>,
     budget: &mut Budget,
-) -> Res<Cow<'a, [u8]>> {
-    let entry = archive
+) -> Res<Vec<u8>> {
+    let mut entry = archive
         .by_name(name)
         .map_err(|e| format!("zip entry {name}: {e}"))?;
     let size = entry.size();
@@ -1332,34 +1356,26 @@ fn read_entry<'a>(
         zip::CompressionMethod::Stored => entry.compressed_size(),
         _ => entry.compressed_size().saturating_mul(1100),
     };
-    if want > ceiling {
+    if size > ceiling {
         return Err(format!(
-            "zip entry {name} claims {want} bytes from {} compressed bytes",
+            "zip entry {name} claims {size} bytes from {} compressed bytes",
             entry.compressed_size()
         ));
     }
-    let truncated = |got: usize| format!("zip entry {name} is truncated: {got} of {want} bytes");
-    if entry.compression() == zip::CompressionMethod::Stored && !entry.encrypted() {
-        if let Some(start) = entry.data_start() {
-            let start = usize::try_from(start).unwrap_or(usize::MAX);
-            let left = bytes.len().saturating_sub(start);
-            let n = usize::try_from(want).unwrap_or(usize::MAX);
-            return bytes
-                .get(start..start.saturating_add(n))
-                .map(Cow::Borrowed)
-                .ok_or_else(|| truncated(left));
-        }
-    }
-    budget.spend(want, &format!("zip entry {name}"))?;
+    budget.spend(size, &format!("zip entry {name}"))?;
     let mut out = Vec::new();
+    // Bounded by the declared size; the CRC is verified at the end.
     entry
-        .take(want)
         .read_to_end(&mut out)
         .map_err(|e| format!("zip entry {name}: {e}"))?;
-    if (out.len() as u64) < want {
-        return Err(truncated(out.len()));
+    if out.len() as u64 != size {
+        return Err(format!(
+            "zip entry {name} is truncated: {} of {size} bytes",
+            out.len()
+        ));
     }
-    Ok(Cow::Owned(out))
+    out.truncate(usize::try_from(want).unwrap_or(usize::MAX));
+    Ok(out)
 }
 
 /// `data.pkl` at the top level or in one top-level directory.
@@ -1371,7 +1387,7 @@ fn is_data_pkl(name: &str) -> bool {
 }
 
 /// Parses a zip-format `.pth`: `<dir>/data.pkl` and the storages `<dir>/data/<key>`.
-fn load_zip(bytes: &[u8]) -> Res<Loaded<'_>> {
+fn load_zip(bytes: &[u8]) -> Res<Loaded<'static>> {
     let mut budget = Budget::for_input(bytes.len());
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| format!("zip: {e}"))?;
     let pkl_name = archive
@@ -1387,7 +1403,7 @@ fn load_zip(bytes: &[u8]) -> Res<Loaded<'_>> {
 
     let byteorder = format!("{prefix}byteorder");
     if archive.index_for_name(&byteorder).is_some() {
-        let order = read_entry(&mut archive, bytes, &byteorder, None, &mut budget)?;
+        let order = read_entry(&mut archive, &byteorder, None, &mut budget)?;
         if *order != *b"little" {
             return Err(format!(
                 "storages are stored in byte order {:?}; only little-endian files are supported",
@@ -1396,7 +1412,7 @@ fn load_zip(bytes: &[u8]) -> Res<Loaded<'_>> {
         }
     }
 
-    let pkl = read_entry(&mut archive, bytes, &pkl_name, None, &mut budget)?;
+    let pkl = read_entry(&mut archive, &pkl_name, None, &mut budget)?;
     let mut unpickler = Unpickler::new(&pkl, 0);
     let root = unpickler.load()?;
     let tensors = select_tensors(&root)?;
@@ -1414,12 +1430,11 @@ fn load_zip(bytes: &[u8]) -> Res<Loaded<'_>> {
             .ok_or_else(|| format!("storage {} size overflows", st.root))?;
         let data = read_entry(
             &mut archive,
-            bytes,
             &format!("{prefix}data/{}", st.root),
             Some(nbytes as u64),
             &mut budget,
         )?;
-        storages.insert(st.root.clone(), data);
+        storages.insert(st.root.clone(), Cow::Owned(data));
     }
     Ok(Loaded {
         tensors,
@@ -1471,16 +1486,15 @@ fn load_legacy<'a>(bytes: &'a [u8]) -> Res<Loaded<'a>> {
     let roots = main.roots;
     let tensors = select_tensors(&root)?;
     drop(root);
-    let keys = next("storage keys")?.0;
-    let pos_after_keys = pos;
-
+    let (keys, keys_pickle) = next("storage keys")?;
+    // The storages follow the last pickle.
+    let mut pos = keys_pickle.pos;
     let Value::List(keys) = keys else {
         return Err(format!(
             "legacy .pth storage keys are a {}, not a list",
             keys.type_name()
         ));
     };
-    let mut pos = pos_after_keys;
     let mut storages = HashMap::new();
     for key in &keys.borrow().0 {
         let key = key
@@ -1503,13 +1517,10 @@ fn load_legacy<'a>(bytes: &'a [u8]) -> Res<Loaded<'a>> {
         }
         pos += 8;
         let left = left - 8;
-        let nbytes = numel.checked_mul(kind.size()).unwrap_or(usize::MAX);
-        let data = bytes
-            .get(pos..pos.saturating_add(nbytes))
-            .filter(|_| nbytes <= left)
-            .ok_or_else(|| {
-                format!("truncated legacy .pth: storage {key} needs {nbytes} bytes, {left} left")
-            })?;
+        let nbytes = numel.saturating_mul(kind.size());
+        let data = bytes.get(pos..pos.saturating_add(nbytes)).ok_or_else(|| {
+            format!("truncated legacy .pth: storage {key} needs {nbytes} bytes, {left} left")
+        })?;
         pos += nbytes;
         storages.insert(key.clone(), Cow::Borrowed(data));
     }
@@ -1523,7 +1534,7 @@ fn load_legacy<'a>(bytes: &'a [u8]) -> Res<Loaded<'a>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, IndexOp};
+    use candle_core::IndexOp;
 
     const RESNET_PTH: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -1774,10 +1785,10 @@ mod tests {
     }
 
     /// Truncates `bytes` at 200 evenly spaced lengths (each must fail) and flips single bytes
-    /// at random, mostly inside `hot_spots` (the file's structure rather than its tensor data);
-    /// each damaged file may be read or rejected. Calls the reader without its panic guard, so
-    /// any panic fails the test.
-    fn damage(bytes: &[u8], seed: u64, hot_spots: &[std::ops::Range<usize>]) {
+    /// at random, taking turns between each group of `hot_spots` (the file's structure rather
+    /// than its tensor data) and the whole file; each damaged file may be read or rejected.
+    /// Calls the reader without its panic guard, so any panic fails the test.
+    fn damage(bytes: &[u8], seed: u64, hot_spots: &[&[std::ops::Range<usize>]]) {
         let n = bytes.len();
         for i in 0..200 {
             let len = n * i / 200;
@@ -1790,11 +1801,12 @@ mod tests {
         let mut data = bytes.to_vec();
         let (mut ok, mut err) = (0, 0);
         for k in 0..120 {
-            let pos = if k % 6 == 5 || hot_spots.is_empty() {
-                rng.below(n)
-            } else {
-                let r = &hot_spots[rng.below(hot_spots.len())];
-                (r.start + rng.below(r.len())).min(n - 1)
+            let pos = match hot_spots.get(k % (hot_spots.len() + 1)) {
+                Some(group) if !group.is_empty() => {
+                    let r = &group[rng.below(group.len())];
+                    (r.start + rng.below(r.len())).min(n - 1)
+                }
+                _ => rng.below(n),
             };
             let old = data[pos];
             data[pos] ^= (rng.below(255) + 1) as u8;
@@ -1811,13 +1823,20 @@ mod tests {
     fn damaged_zip_never_panics() {
         let bytes = read(RESNET_PTH);
         let n = bytes.len();
-        // data.pkl comes first, the central directory last; add every local header.
-        let mut hot = vec![0..16 << 10, n - (16 << 10)..n];
+        // data.pkl comes first, the central directory last; then every local header.
         let mut archive = zip::ZipArchive::new(Cursor::new(&bytes[..])).unwrap();
-        for i in 0..archive.len() {
-            let start = archive.by_index(i).unwrap().header_start() as usize;
-            hot.push(start..start + 64);
-        }
+        let headers: Vec<_> = (0..archive.len())
+            .map(|i| {
+                let start = archive.by_index(i).unwrap().header_start() as usize;
+                start..start + 64
+            })
+            .collect();
+        let (pickle, directory) = (0..16 << 10, n - (16 << 10)..n);
+        let hot = [
+            std::slice::from_ref(&pickle),
+            std::slice::from_ref(&directory),
+            &headers,
+        ];
         damage(&bytes, 0x9e37_79b9_7f4a_7c15, &hot);
     }
 
@@ -1826,11 +1845,16 @@ mod tests {
         let bytes = read(LITE0_PTH);
         // The pickles come first (47176 bytes); then each storage's 8-byte element count.
         let loaded = load_legacy(&bytes).unwrap();
-        let mut hot = vec![0..47_176];
-        for data in loaded.storages.values() {
-            let start = data.as_ptr() as usize - bytes.as_ptr() as usize - 8;
-            hot.push(start..start + 8);
-        }
+        let headers: Vec<_> = loaded
+            .storages
+            .values()
+            .map(|data| {
+                let start = data.as_ptr() as usize - bytes.as_ptr() as usize - 8;
+                start..start + 8
+            })
+            .collect();
+        let pickles = 0..47_176;
+        let hot = [std::slice::from_ref(&pickles), &headers];
         damage(&bytes, 0x2545_f491_4f6c_dd1d, &hot);
     }
 

@@ -38,7 +38,9 @@ pub fn run(c: Command) -> Result<()> {
             require_dir(&cache, "CACHE_DIR")?;
             let problems = FeatureCache::verify_dir(&cache);
             if json {
-                print_json(&json!({"cache": cache, "ok": problems.is_empty(), "problems": problems}))?;
+                print_json(
+                    &json!({"cache": cache, "ok": problems.is_empty(), "problems": problems}),
+                )?;
             } else if problems.is_empty() {
                 println!("{}: ok", cache.display());
             } else {
@@ -49,7 +51,11 @@ pub fn run(c: Command) -> Result<()> {
             if problems.is_empty() {
                 Ok(())
             } else {
-                Err(anyhow::anyhow!("{}: {} problem(s) found", cache.display(), problems.len()))
+                Err(anyhow::anyhow!(
+                    "{}: {} problem(s) found",
+                    cache.display(),
+                    problems.len()
+                ))
             }
         }
         Command::Info { cache, json } => {

@@ -53,9 +53,16 @@ pub fn run(a: Args) -> Result<()> {
     for chunk in a.images.chunks(a.batch_size as usize) {
         let inputs: Vec<_> = chunk
             .par_iter()
-            .map(|p| std::fs::read(p).map_err(|e| e.to_string()).and_then(|b| eval_input(&b, &cfg, &limits).map_err(|e| e.to_string())))
+            .map(|p| {
+                std::fs::read(p)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| eval_input(&b, &cfg, &limits).map_err(|e| e.to_string()))
+            })
             .collect();
-        let ok: Vec<&[f32]> = inputs.iter().filter_map(|r| r.as_ref().ok().map(|v| v.as_slice())).collect();
+        let ok: Vec<&[f32]> = inputs
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|v| v.as_slice()))
+            .collect();
         let mut probs = if ok.is_empty() {
             Vec::new()
         } else {
@@ -93,7 +100,13 @@ pub fn run(a: Args) -> Result<()> {
             match r["top"].as_array() {
                 Some(top) => {
                     for (k, t) in top.iter().enumerate() {
-                        println!("  {}. {:<30} {:>4}  {:.4}", k + 1, t["label"].as_str().unwrap_or_default(), t["index"], t["score"].as_f64().unwrap_or(0.0));
+                        println!(
+                            "  {}. {:<30} {:>4}  {:.4}",
+                            k + 1,
+                            t["label"].as_str().unwrap_or_default(),
+                            t["index"],
+                            t["score"].as_f64().unwrap_or(0.0)
+                        );
                     }
                 }
                 None => println!("  error: {}", r["error"].as_str().unwrap_or_default()),

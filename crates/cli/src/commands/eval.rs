@@ -30,7 +30,12 @@ pub fn run(a: Args) -> Result<()> {
     require_dir(&a.data_dir, "DATA_DIR")?;
     let predictor = a.head.predictor()?;
     let bar = Bar::new("eval", a.json);
-    let ev = evaluate(&predictor, &a.data_dir, a.head.batch_size as usize, &mut |n| bar.inc(n as u64))?;
+    let ev = evaluate(
+        &predictor,
+        &a.data_dir,
+        a.head.batch_size as usize,
+        &mut |n| bar.inc(n as u64),
+    )?;
     bar.done();
     if a.json {
         let mut v = serde_json::to_value(&ev)?;
@@ -43,7 +48,10 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         print!("{}", ev.report.to_text());
         if !ev.unknown_classes.is_empty() {
-            println!("\nnot scored (class unknown to the head): {}", ev.unknown_classes.join(", "));
+            println!(
+                "\nnot scored (class unknown to the head): {}",
+                ev.unknown_classes.join(", ")
+            );
         }
         for e in &ev.errors {
             println!("error: {}: {}", e.path, e.error.as_deref().unwrap_or(""));

@@ -83,7 +83,9 @@ pub fn run(a: Args) -> Result<()> {
         },
         shard_size: a.shard_size as usize,
         force: a.force,
-        limits: headstart_backbone::preprocess::DecodeLimits { max_pixels: a.max_megapixels * 1_000_000 },
+        limits: headstart_backbone::preprocess::DecodeLimits {
+            max_pixels: a.max_megapixels * 1_000_000,
+        },
         ..Default::default()
     };
     opts.validate().map_err(|e| usage(e.to_string()))?;
@@ -133,7 +135,10 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     if !report.empty_classes.is_empty() {
-        return Err(headstart_extract::Error::EmptyClasses { classes: report.empty_classes }.into());
+        return Err(headstart_extract::Error::EmptyClasses {
+            classes: report.empty_classes,
+        }
+        .into());
     }
     Ok(())
 }

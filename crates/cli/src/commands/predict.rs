@@ -51,7 +51,10 @@ impl HeadArgs {
     /// Loads head, weights and backbone.
     pub fn predictor(&self) -> Result<Predictor> {
         if !self.head.exists() {
-            return Err(usage(format!("--head {}: no such directory", self.head.display())));
+            return Err(usage(format!(
+                "--head {}: no such directory",
+                self.head.display()
+            )));
         }
         if let Some(w) = &self.weights {
             require_file(w, "--weights")?;
@@ -60,7 +63,13 @@ impl HeadArgs {
         let arch = Architecture::from_name(&head.meta.backbone.name)?;
         let resolved = resolve_weights(arch, self.weights.as_deref())?;
         let map = WeightMap::from_file(&resolved.path, self.weights_prefix.as_deref())?;
-        Ok(Predictor::new(head, &map, &resolved.sha256, self.allow_weights_mismatch, &device(self.device)?)?)
+        Ok(Predictor::new(
+            head,
+            &map,
+            &resolved.sha256,
+            self.allow_weights_mismatch,
+            &device(self.device)?,
+        )?)
     }
 }
 
@@ -113,7 +122,12 @@ pub fn run(a: Args) -> Result<()> {
     }
     let bar = Bar::new("predict", a.format != Format::Table || paths.len() < 64);
     bar.set_len(paths.len() as u64);
-    let preds = predictor.predict(&paths, a.head.batch_size as usize, a.top_k as usize, &mut |n| bar.inc(n as u64))?;
+    let preds = predictor.predict(
+        &paths,
+        a.head.batch_size as usize,
+        a.top_k as usize,
+        &mut |n| bar.inc(n as u64),
+    )?;
     bar.done();
     match a.format {
         Format::Json => print_json(&preds)?,
@@ -122,7 +136,9 @@ pub fn run(a: Args) -> Result<()> {
             for p in &preds {
                 let path = csv_field(&p.path);
                 match (&p.top, &p.error) {
-                    (Some(top), _) => top.iter().enumerate().for_each(|(k, t)| println!("{path},{},{},{:.6},", k + 1, csv_field(&t.label), t.score)),
+                    (Some(top), _) => top.iter().enumerate().for_each(|(k, t)| {
+                        println!("{path},{},{},{:.6},", k + 1, csv_field(&t.label), t.score)
+                    }),
                     (None, e) => println!("{path},,,,{}", csv_field(e.as_deref().unwrap_or(""))),
                 }
             }
@@ -131,7 +147,10 @@ pub fn run(a: Args) -> Result<()> {
             for p in &preds {
                 match &p.top {
                     Some(top) => {
-                        let t: Vec<String> = top.iter().map(|t| format!("{} {:.3}", t.label, t.score)).collect();
+                        let t: Vec<String> = top
+                            .iter()
+                            .map(|t| format!("{} {:.3}", t.label, t.score))
+                            .collect();
                         println!("{}  {}", p.path, t.join("  "));
                     }
                     None => println!("{}  error: {}", p.path, p.error.as_deref().unwrap_or("")),
@@ -146,7 +165,12 @@ pub fn run(a: Args) -> Result<()> {
             .zip(&preds)
             .filter_map(|(path, p)| {
                 let top = p.top.as_ref()?;
-                Some(GridCell { path: path.clone(), predicted: top[0].label.clone(), score: top[0].score, truth: parent_class(path, classes) })
+                Some(GridCell {
+                    path: path.clone(),
+                    predicted: top[0].label.clone(),
+                    score: top[0].score,
+                    truth: parent_class(path, classes),
+                })
             })
             .collect();
         prediction_grid(&cells, out)?;
@@ -154,7 +178,10 @@ pub fn run(a: Args) -> Result<()> {
     }
     let errors = preds.iter().filter(|p| p.error.is_some()).count();
     if errors > 0 {
-        eprintln!("{errors} of {} file(s) could not be classified", preds.len());
+        eprintln!(
+            "{errors} of {} file(s) could not be classified",
+            preds.len()
+        );
     }
     Ok(())
 }

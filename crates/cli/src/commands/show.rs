@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use headstart_backbone::preprocess::{decode_rgb, resized_crop, DecodeLimits};
 use headstart_backbone::Interpolation;
-use headstart_extract::augment::sample_view;
+use headstart_extract::augment::{sample_view, CropParams};
 use headstart_extract::Dataset;
 use plotters::style::BLACK;
 
@@ -40,7 +40,10 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     require_dir(&a.data_dir, "DATA_DIR")?;
     if a.grid.is_dir() {
-        return Err(usage(format!("--grid {}: is a directory, expected a .png file path", a.grid.display())));
+        return Err(usage(format!(
+            "--grid {}: is a directory, expected a .png file path",
+            a.grid.display()
+        )));
     }
     let ds = Dataset::scan(&a.data_dir)?;
     let n = (a.rows * a.cols) as usize;
@@ -60,13 +63,26 @@ pub fn run(a: Args) -> Result<()> {
             break;
         }
         let it = &ds.items[i];
-        let Ok(bytes) = std::fs::read(&it.path) else { continue };
-        let Ok(img) = decode_rgb(&bytes, &limits) else { continue };
+        let Ok(bytes) = std::fs::read(&it.path) else {
+            continue;
+        };
+        let Ok(img) = decode_rgb(&bytes, &limits) else {
+            continue;
+        };
         let class = ds.classes[it.label].clone();
         let (image, title) = if a.augmented {
             let (w, h) = img.dimensions();
-            let (c, flip) = sample_view(a.seed, &it.rel_bytes, 1, w, h, [0.08, 1.0], [0.75, 4.0 / 3.0], 0.5);
-            let mut v = resized_crop(&img, c.left, c.top, c.width, c.height, 224, 224, Interpolation::Bilinear);
+            let (c, flip) = sample_view(a.seed, &it.rel_bytes, 1, w, h, &CropParams::default());
+            let mut v = resized_crop(
+                &img,
+                c.left,
+                c.top,
+                c.width,
+                c.height,
+                224,
+                224,
+                Interpolation::Bilinear,
+            );
             if flip {
                 image::imageops::flip_horizontal_in_place(&mut v);
             }
@@ -74,12 +90,22 @@ pub fn run(a: Args) -> Result<()> {
         } else {
             (img, class)
         };
-        tiles.push(Tile { image, lines: vec![(title, BLACK)] });
+        tiles.push(Tile {
+            image,
+            lines: vec![(title, BLACK)],
+        });
     }
     if tiles.is_empty() {
-        return Err(anyhow::anyhow!("{}: no decodable image", a.data_dir.display()));
+        return Err(anyhow::anyhow!(
+            "{}: no decodable image",
+            a.data_dir.display()
+        ));
     }
     let (w, h) = draw_grid(&tiles, a.cols, &a.grid)?;
-    println!("{} thumbnails → {} ({w}×{h})", tiles.len(), a.grid.display());
+    println!(
+        "{} thumbnails → {} ({w}×{h})",
+        tiles.len(),
+        a.grid.display()
+    );
     Ok(())
 }

@@ -11,7 +11,9 @@ use headstart_head::history::{to_csv, EpochRecord};
 use headstart_head::lbfgs::train_lbfgs;
 use headstart_head::split::{split_cache, stratified};
 use headstart_head::train::{score, train_sgd};
-use headstart_head::{ClassWeight, HeadCheckpoint, HeadMetadata, LbfgsParams, Report, Rows, SgdParams, ViewSelection};
+use headstart_head::{
+    ClassWeight, HeadCheckpoint, HeadMetadata, LbfgsParams, Report, Rows, SgdParams, ViewSelection,
+};
 use serde_json::json;
 
 use crate::common::{output_dir, print_json, require_dir, usage};
@@ -107,7 +109,10 @@ pub fn run(a: Args) -> Result<()> {
     let started = Instant::now();
     require_dir(&a.cache, "--cache")?;
     if !(0.0..1.0).contains(&a.val_fraction) {
-        return Err(usage(format!("--val-fraction {} must be in [0, 1)", a.val_fraction)));
+        return Err(usage(format!(
+            "--val-fraction {} must be in [0, 1)",
+            a.val_fraction
+        )));
     }
     let sgd = SgdParams {
         lr: a.lr,
@@ -124,7 +129,12 @@ pub fn run(a: Args) -> Result<()> {
     }
     .check()
     .map_err(|e| usage(e.to_string()))?;
-    let lbfgs = LbfgsParams { l2: a.l2, ..Default::default() }.check().map_err(|e| usage(e.to_string()))?;
+    let lbfgs = LbfgsParams {
+        l2: a.l2,
+        ..Default::default()
+    }
+    .check()
+    .map_err(|e| usage(e.to_string()))?;
     output_dir(&a.out, "--out")?;
     let (_lock, warning) = DirLock::acquire(&a.out)?;
     if let Some(w) = warning {
@@ -133,7 +143,9 @@ pub fn run(a: Args) -> Result<()> {
 
     let cache = FeatureCache::open(&a.cache)?;
     let manifest_sha256 = cache.manifest_sha256()?;
-    let rows = cache.load().context("reading the cache (every shard's checksum is verified)")?;
+    let rows = cache
+        .load()
+        .context("reading the cache (every shard's checksum is verified)")?;
     let m = &cache.manifest;
     let classes = m.classes.clone();
     let split = split_cache(m, a.val_fraction, a.seed)?;
@@ -144,7 +156,10 @@ pub fn run(a: Args) -> Result<()> {
     let train = Rows::select(&rows, &split.train, view_sel);
     let val = Rows::select(&rows, &split.val, ViewSelection::Eval);
     if train.is_empty() {
-        return Err(anyhow::anyhow!("no training rows: the cache has {} usable images", m.usable_images().count()));
+        return Err(anyhow::anyhow!(
+            "no training rows: the cache has {} usable images",
+            m.usable_images().count()
+        ));
     }
     let show_table = !a.json;
     eprintln!(
@@ -158,12 +173,23 @@ pub fn run(a: Args) -> Result<()> {
     let (head, history, solver_info) = match a.solver {
         Solver::Sgd => {
             if show_table {
-                eprintln!("{:>5}  {:>10}  {:>9}  {:>8}  {:>7}", "epoch", "train loss", "train acc", "val loss", "val acc");
+                eprintln!(
+                    "{:>5}  {:>10}  {:>9}  {:>8}  {:>7}",
+                    "epoch", "train loss", "train acc", "val loss", "val acc"
+                );
             }
             let mut on_epoch = |r: &EpochRecord| {
                 if show_table {
-                    let f = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
-                    eprintln!("{:>5}  {:>10.4}  {:>9.4}  {:>8}  {:>7}", r.epoch, r.train_loss, r.train_accuracy, f(r.val_loss), f(r.val_accuracy));
+                    let f =
+                        |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
+                    eprintln!(
+                        "{:>5}  {:>10.4}  {:>9.4}  {:>8}  {:>7}",
+                        r.epoch,
+                        r.train_loss,
+                        r.train_accuracy,
+                        f(r.val_loss),
+                        f(r.val_accuracy)
+                    );
                 }
             };
             let (head, history) = train_sgd(&train, &val, classes.len(), &sgd, &mut on_epoch)?;
@@ -171,7 +197,11 @@ pub fn run(a: Args) -> Result<()> {
         }
         Solver::Lbfgs => {
             // The sweep's validation slice is carved from the training images only.
-            let pairs: Vec<(usize, usize)> = split.train.iter().map(|&i| (i, m.images[i].label)).collect();
+            let pairs: Vec<(usize, usize)> = split
+                .train
+                .iter()
+                .map(|&i| (i, m.images[i].label))
+                .collect();
             let inner = stratified(&pairs, 0.2, a.seed ^ 0x5EEB);
             let sweep_train = Rows::select(&rows, &inner.train, view_sel);
             let sweep_val = Rows::select(&rows, &inner.val, ViewSelection::Eval);
@@ -180,18 +210,36 @@ pub fn run(a: Args) -> Result<()> {
                 for (l2, acc) in &rep.sweep {
                     eprintln!("  λ = {l2:.1e}: sweep validation accuracy {acc:.4}");
                 }
-                eprintln!("  chose λ = {:.1e}; final fit {} iterations, converged: {}", rep.l2, rep.iterations, rep.converged);
+                eprintln!(
+                    "  chose λ = {:.1e}; final fit {} iterations, converged: {}",
+                    rep.l2, rep.iterations, rep.converged
+                );
             }
             let (tl, ta, _) = score(&head, &train)?;
-            let (vl, va) = if val.is_empty() { (None, None) } else {
+            let (vl, va) = if val.is_empty() {
+                (None, None)
+            } else {
                 let (l, acc, _) = score(&head, &val)?;
                 (Some(l), Some(acc))
             };
-            let rec = EpochRecord { epoch: 1, train_loss: tl, train_accuracy: ta, val_loss: vl, val_accuracy: va };
+            let rec = EpochRecord {
+                epoch: 1,
+                train_loss: tl,
+                train_accuracy: ta,
+                val_loss: vl,
+                val_accuracy: va,
+            };
             if show_table {
-                eprintln!("train loss {tl:.4}  train acc {ta:.4}  val acc {}", va.map(|v| format!("{v:.4}")).unwrap_or("-".into()));
+                eprintln!(
+                    "train loss {tl:.4}  train acc {ta:.4}  val acc {}",
+                    va.map(|v| format!("{v:.4}")).unwrap_or("-".into())
+                );
             }
-            (head, vec![rec], json!({"solver": "lbfgs", "params": &*lbfgs, "result": rep}))
+            (
+                head,
+                vec![rec],
+                json!({"solver": "lbfgs", "params": &*lbfgs, "result": rep}),
+            )
         }
     };
 
@@ -208,7 +256,11 @@ pub fn run(a: Args) -> Result<()> {
         "train_rows": train.len(),
         "cache_manifest_sha256": manifest_sha256,
     });
-    let val_metrics = if val.is_empty() { json!(null) } else { json!({"accuracy": report.accuracy, "macro_f1": report.macro_f1, "n": report.n, "loss": last.val_loss}) };
+    let val_metrics = if val.is_empty() {
+        json!(null)
+    } else {
+        json!({"accuracy": report.accuracy, "macro_f1": report.macro_f1, "n": report.n, "loss": last.val_loss})
+    };
     let ck = HeadCheckpoint {
         head,
         meta: HeadMetadata {
@@ -222,10 +274,24 @@ pub fn run(a: Args) -> Result<()> {
     };
     ck.save(&a.out)?;
     let out = &a.out;
-    write_atomic(&out.join("history.json"), &serde_json::to_vec_pretty(&history)?)?;
+    write_atomic(
+        &out.join("history.json"),
+        &serde_json::to_vec_pretty(&history)?,
+    )?;
     write_atomic(&out.join("history.csv"), to_csv(&history).as_bytes())?;
-    plot_curves(&history, &out.join("curves.png"), &format!("{}-class linear head on {} features", classes.len(), m.settings.backbone.name))?;
-    write_atomic(&out.join("report.json"), &serde_json::to_vec_pretty(&report)?)?;
+    plot_curves(
+        &history,
+        &out.join("curves.png"),
+        &format!(
+            "{}-class linear head on {} features",
+            classes.len(),
+            m.settings.backbone.name
+        ),
+    )?;
+    write_atomic(
+        &out.join("report.json"),
+        &serde_json::to_vec_pretty(&report)?,
+    )?;
     write_atomic(&out.join("report.txt"), report.to_text().as_bytes())?;
     let seconds = started.elapsed().as_secs_f64();
     let run = json!({
@@ -260,10 +326,12 @@ pub fn run(a: Args) -> Result<()> {
         }))?;
     } else {
         println!(
-            "val accuracy {}  macro-F1 {:.4}  ({} s) → {}",
-            last.val_accuracy.map(|v| format!("{v:.4}")).unwrap_or("-".into()),
+            "val accuracy {}  macro-F1 {:.4}  ({:.1} s) → {}",
+            last.val_accuracy
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or("-".into()),
             report.macro_f1,
-            format!("{seconds:.1}"),
+            seconds,
             out.display()
         );
         if !val.is_empty() {

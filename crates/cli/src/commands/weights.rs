@@ -30,7 +30,8 @@ pub fn run(a: Args) -> Result<()> {
             "source": resolved.source.to_string(),
             "path": resolved.path,
             "sha256": resolved.sha256,
-            "tensors": map.len(),
+            "tensors": map.file_tensors,
+            "model_tensors": map.len(),
             "stripped_prefix": map.stripped_prefix,
         }))
     } else {
@@ -38,7 +39,11 @@ pub fn run(a: Args) -> Result<()> {
         println!("source    {}", resolved.source);
         println!("path      {}", resolved.path.display());
         println!("sha256    {}", resolved.sha256);
-        println!("tensors   {}", map.len());
+        println!(
+            "tensors   {} ({} without num_batches_tracked)",
+            map.file_tensors,
+            map.len()
+        );
         if !map.stripped_prefix.is_empty() {
             println!("prefix    {} (stripped)", map.stripped_prefix);
         }

@@ -9,14 +9,17 @@ use headstart_backbone::weights::WeightMap;
 use headstart_backbone::{Architecture, Backbone};
 
 pub fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared")
+        .join(rel)
 }
 
 /// ResNet-18 with the fixture's random weights (fast, deterministic), and a fake weights hash.
 pub fn resnet18() -> &'static Backbone {
     static B: OnceLock<Backbone> = OnceLock::new();
     B.get_or_init(|| {
-        let w = WeightMap::from_file(&shared("fixtures/resnet18/weights.safetensors"), None).unwrap();
+        let w =
+            WeightMap::from_file(&shared("fixtures/resnet18/weights.safetensors"), None).unwrap();
         Backbone::load(Architecture::ResNet18, &w, false, &Device::Cpu).unwrap()
     })
 }
@@ -27,7 +30,11 @@ pub const SHA: &str = "1e1b97247070ed3aee14dff9f3cfb8b1e196086fdcfc3b47f8b808752
 pub fn picture(w: u32, h: u32, salt: u32) -> image::RgbImage {
     image::RgbImage::from_fn(w, h, |x, y| {
         let v = x.wrapping_mul(31 + salt) ^ y.wrapping_mul(17 + 3 * salt);
-        image::Rgb([(v % 251) as u8, ((x + salt * 40) % 256) as u8, ((y * 3 + salt) % 256) as u8])
+        image::Rgb([
+            (v % 251) as u8,
+            ((x + salt * 40) % 256) as u8,
+            ((y * 3 + salt) % 256) as u8,
+        ])
     })
 }
 
@@ -37,7 +44,8 @@ pub fn make_dataset(root: &Path, classes: &[&str], n: u32) {
         std::fs::create_dir_all(root.join(class)).unwrap();
         for i in 0..n {
             let img = picture(48 + 8 * i, 40 + 4 * c as u32, i * 7 + c as u32);
-            img.save(root.join(class).join(format!("img{i:02}.png"))).unwrap();
+            img.save(root.join(class).join(format!("img{i:02}.png")))
+                .unwrap();
         }
     }
 }
@@ -48,7 +56,12 @@ pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .map(|e| e.unwrap())
         .filter(|e| e.file_name() != ".headstart.lock")
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
         .collect();
     v.sort();
     v

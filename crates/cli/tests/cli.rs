@@ -1,0 +1,334 @@
+//! End-to-end tests of the `headstart` binary on the shared photos and weights.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn shared(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared")
+        .join(rel)
+}
+
+fn lite0() -> PathBuf {
+    shared("weights/efficientnet-lite0/efficientnet-lite0-57934424.pth")
+}
+
+fn headstart(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_headstart"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", "/nonexistent-hf-home")
+        .env("TORCH_HOME", "/nonexistent-torch-home")
+        .output()
+        .expect("binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = headstart(args);
+    assert!(
+        out.status.success(),
+        "headstart {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn sorted_photos(class: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(shared("data/flowers").join(class))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+const CLASSES: [&str; 5] = ["daisy", "dandelion", "rose", "sunflower", "tulip"];
+
+/// Links photos `range` of every class into `dir/<class>/`.
+fn link_subset(dir: &Path, range: std::ops::Range<usize>) {
+    for c in CLASSES {
+        std::fs::create_dir_all(dir.join(c)).unwrap();
+        for p in &sorted_photos(c)[range.clone()] {
+            std::os::unix::fs::symlink(p, dir.join(c).join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn classify_says_daisy_for_most_daisies() {
+    let photos: Vec<String> = sorted_photos("daisy")[..60]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let w = lite0().display().to_string();
+    let mut args = vec![
+        "classify",
+        "--backbone",
+        "efficientnet-lite0",
+        "--weights",
+        &w,
+        "--json",
+    ];
+    args.extend(photos.iter().map(String::as_str));
+    let v: Value = serde_json::from_str(&ok(&args)).unwrap();
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), 60);
+    let daisies = list.iter().filter(|r| r["top"][0]["index"] == 985).count();
+    assert_eq!(list[0]["top"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        list.iter().find(|r| r["top"][0]["index"] == 985).unwrap()["top"][0]["label"],
+        "daisy"
+    );
+    println!("{daisies} of 60 daisies classified as ImageNet 985");
+    assert!(daisies >= 48, "{daisies} of 60");
+}
+
+#[test]
+fn weights_command_reports_source_hash_and_count() {
+    let w = lite0().display().to_string();
+    let v: Value = serde_json::from_str(&ok(&[
+        "weights",
+        "--backbone",
+        "efficientnet-lite0",
+        "--weights",
+        &w,
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        v["sha256"],
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+    );
+    assert_eq!(v["tensors"], 296);
+    // Nothing resolvable offline: one error listing every place and the fix.
+    let out = headstart(&["weights", "--backbone", "resnet18"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("torch hub cache")
+            && err.contains("HF_HUB_OFFLINE")
+            && err.contains("--weights"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_command_line_values_exit_with_code_2() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let data = shared("data/flowers").display().to_string();
+    let f = file.display().to_string();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["extract", &data, "--cache", "/tmp/x", "--views", "-1"],
+        vec!["extract", &data, "--cache", "/tmp/x", "--views", "many"],
+        vec!["extract", &data, "--cache", "/tmp/x", "--batch-size", "0"],
+        vec!["extract", "/definitely/missing", "--cache", "/tmp/x"],
+        vec!["extract", &data, "--cache", &f],
+        vec![
+            "train-head",
+            "--cache",
+            "/definitely/missing",
+            "--out",
+            "/tmp/y",
+        ],
+        vec!["train-head", "--cache", &data, "--out", &f],
+        vec!["predict", "--head", "/definitely/missing", "x.jpg"],
+        vec!["extract", &data, "--cache", "/tmp/x", "--backbone", "vgg16"],
+    ];
+    for args in cases {
+        let out = headstart(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.trim().is_empty());
+    }
+}
+
+#[test]
+fn extract_train_predict_eval_end_to_end_with_lite0() {
+    let d = tempfile::tempdir().unwrap();
+    let (train_dir, test_dir) = (d.path().join("train"), d.path().join("held-back"));
+    link_subset(&train_dir, 0..12);
+    link_subset(&test_dir, 100..106);
+    let w = lite0().display().to_string();
+    let cache = d.path().join("cache").display().to_string();
+    let head = d.path().join("head").display().to_string();
+    let td = train_dir.display().to_string();
+
+    let ex: Value = serde_json::from_str(&ok(&[
+        "extract",
+        &td,
+        "--cache",
+        &cache,
+        "--backbone",
+        "efficientnet-lite0",
+        "--weights",
+        &w,
+        "--views",
+        "2",
+        "--json",
+        "--quiet",
+    ]))
+    .unwrap();
+    assert_eq!(ex["images_ok"], 60);
+    assert_eq!(ex["rows"], 180);
+    assert_eq!(
+        ok(&["cache", "verify", &cache]).trim(),
+        format!("{cache}: ok")
+    );
+
+    let tr: Value = serde_json::from_str(&ok(&[
+        "train-head",
+        "--cache",
+        &cache,
+        "--out",
+        &head,
+        "--solver",
+        "lbfgs",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(tr["solver"], "lbfgs");
+    for f in [
+        "head.safetensors",
+        "history.json",
+        "history.csv",
+        "curves.png",
+        "report.json",
+        "report.txt",
+        "run.json",
+    ] {
+        assert!(Path::new(&head).join(f).is_file(), "{f} missing");
+    }
+    let curves = image::open(Path::new(&head).join("curves.png")).unwrap();
+    assert_eq!((curves.width(), curves.height()), (1200, 480));
+
+    // Held-back photos through predict.
+    let grid = d.path().join("pred.png").display().to_string();
+    let tdir = test_dir.display().to_string();
+    let preds: Value = serde_json::from_str(&ok(&[
+        "predict",
+        "--head",
+        &head,
+        "--weights",
+        &w,
+        "--format",
+        "json",
+        "--grid",
+        &grid,
+        &tdir,
+    ]))
+    .unwrap();
+    let list = preds.as_array().unwrap();
+    assert_eq!(list.len(), 30);
+    let correct = list
+        .iter()
+        .filter(|p| {
+            let path = p["path"].as_str().unwrap();
+            let class = Path::new(path)
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap();
+            p["top"][0]["label"] == class
+        })
+        .count();
+    let top1 = correct as f64 / 30.0;
+    println!("held-back top-1 {top1:.3}");
+    assert!(top1 >= 0.85, "top-1 {top1}");
+    let s: f64 = list[0]["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["score"].as_f64().unwrap())
+        .sum();
+    assert!(s > 0.0 && s <= 1.0 + 1e-6);
+    let g = image::open(&grid).unwrap();
+    assert_eq!(
+        (g.width(), g.height()),
+        (8 * 168 + 8, 4 * (168 + 2 * 17 + 4) + 8)
+    );
+
+    // eval agrees with predict image by image.
+    let ev: Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--head",
+        &head,
+        "--weights",
+        &w,
+        &tdir,
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(ev["n"], 30);
+    assert!((ev["accuracy"].as_f64().unwrap() - top1).abs() < 1e-12);
+    for p in ev["predictions"].as_array().unwrap() {
+        let q = list.iter().find(|q| q["path"] == p["path"]).unwrap();
+        assert_eq!(q["top"][0]["label"], p["label"]);
+    }
+
+    // A head used with other weights is refused.
+    let fixture = shared("fixtures/resnet18/weights.safetensors")
+        .display()
+        .to_string();
+    let out = headstart(&["predict", "--head", &head, "--weights", &fixture, &tdir]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not the ones this head was trained on"));
+
+    // Same inputs and seed → byte-identical head.
+    let head2 = d.path().join("head2").display().to_string();
+    ok(&[
+        "train-head",
+        "--cache",
+        &cache,
+        "--out",
+        &head2,
+        "--solver",
+        "lbfgs",
+        "--json",
+    ]);
+    let head3 = d.path().join("head3").display().to_string();
+    ok(&["train-head", "--cache", &cache, "--out", &head3, "--json"]);
+    let head4 = d.path().join("head4").display().to_string();
+    ok(&["train-head", "--cache", &cache, "--out", &head4, "--json"]);
+    let read = |h: &str| std::fs::read(Path::new(h).join("head.safetensors")).unwrap();
+    assert_eq!(read(&head), read(&head2));
+    assert_eq!(read(&head3), read(&head4));
+
+    // show draws a grid of the dataset.
+    let shown = d.path().join("show.png").display().to_string();
+    ok(&[
+        "show",
+        &td,
+        "--grid",
+        &shown,
+        "--rows",
+        "2",
+        "--cols",
+        "3",
+        "--augmented",
+    ]);
+    let s = image::open(&shown).unwrap();
+    assert_eq!(
+        (s.width(), s.height()),
+        (3 * 168 + 8, 2 * (168 + 17 + 4) + 8)
+    );
+
+    // A flipped byte in a shard is caught by verify and refused by train-head.
+    let shard = Path::new(&cache).join("shard-00000.safetensors");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 1;
+    std::fs::write(&shard, &bytes).unwrap();
+    let out = headstart(&["cache", "verify", &cache, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["problems"][0]["file"], "shard-00000.safetensors");
+    let out = headstart(&["train-head", "--cache", &cache, "--out", &head2]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shard-00000.safetensors"));
+}
