@@ -207,8 +207,8 @@ pub fn run(a: Args) -> Result<()> {
             let sweep_val = Rows::select(&rows, &inner.val, ViewSelection::Eval);
             let (head, rep) = train_lbfgs(&train, &sweep_train, &sweep_val, classes.len(), &lbfgs)?;
             if show_table {
-                for (l2, acc) in &rep.sweep {
-                    eprintln!("  λ = {l2:.1e}: sweep validation accuracy {acc:.4}");
+                for (l2, acc, loss) in &rep.sweep {
+                    eprintln!("  λ = {l2:.1e}: sweep validation accuracy {acc:.4}, cross-entropy {loss:.4}");
                 }
                 eprintln!(
                     "  chose λ = {:.1e}; final fit {} iterations, converged: {}",

@@ -1,0 +1,204 @@
+//! Kill anywhere, lose nothing: SIGKILLed extractions resume to byte-identical caches, a second
+//! writer is locked out, and train-head outputs are never torn.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn shared(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared")
+        .join(rel)
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_headstart"));
+    c.env("HF_HUB_OFFLINE", "1");
+    c
+}
+
+fn extract_args(data: &Path, cache: &Path) -> Vec<String> {
+    let w = shared("weights/efficientnet-lite0/efficientnet-lite0-57934424.pth");
+    [
+        "extract",
+        &data.display().to_string(),
+        "--cache",
+        &cache.display().to_string(),
+        "--backbone",
+        "efficientnet-lite0",
+        "--weights",
+        &w.display().to_string(),
+        "--views",
+        "1",
+        "--shard-size",
+        "6",
+        "--batch-size",
+        "6",
+        "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn dataset(root: &Path) {
+    for class in ["daisy", "rose", "tulip"] {
+        let mut photos: Vec<PathBuf> = std::fs::read_dir(shared("data/flowers").join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        photos.sort();
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for p in &photos[..8] {
+            std::os::unix::fs::symlink(p, root.join(class).join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn committed_shards(cache: &Path) -> usize {
+    std::fs::read(cache.join("manifest.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .map(|m| m["shards"].as_array().map(|a| a.len()).unwrap_or(0))
+        .unwrap_or(0)
+}
+
+#[test]
+fn sigkill_at_any_moment_then_resume_gives_the_same_cache() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    dataset(&data);
+    let reference = d.path().join("reference");
+    let st = bin()
+        .args(extract_args(&data, &reference))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let want = snapshot(&reference);
+    assert!(
+        want.len() >= 5,
+        "expected several shards, got {}",
+        want.len() - 1
+    );
+
+    // Kill after 0, 1, 2 committed shards, and at pseudo-random moments in between.
+    let plans: [(usize, u64); 5] = [(0, 0), (1, 0), (2, 0), (1, 137), (3, 61)];
+    for (i, (after_shards, extra_ms)) in plans.iter().enumerate() {
+        let cache = d.path().join(format!("killed-{i}"));
+        let mut child = bin()
+            .args(extract_args(&data, &cache))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while committed_shards(&cache) < *after_shards && t0.elapsed() < Duration::from_secs(120) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(*extra_ms));
+        if i == 1 {
+            // While it runs, a second writer is refused at once, naming the first.
+            let out = bin().args(extract_args(&data, &cache)).output().unwrap();
+            if child.try_wait().unwrap().is_none() {
+                assert!(!out.status.success());
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(err.contains(&format!("pid {}", child.id())), "{err}");
+            }
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let out = bin().args(extract_args(&data, &cache)).output().unwrap();
+        assert!(
+            out.status.success(),
+            "resume {i} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            snapshot(&cache),
+            want,
+            "plan {i}: resumed cache differs from the uninterrupted one"
+        );
+    }
+}
+
+#[test]
+fn train_head_outputs_are_old_or_new_never_torn() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    dataset(&data);
+    let cache = d.path().join("cache");
+    assert!(bin()
+        .args(extract_args(&data, &cache))
+        .status()
+        .unwrap()
+        .success());
+    let head = d.path().join("head");
+    let train = |seed: &str| {
+        let mut c = bin();
+        c.args([
+            "train-head",
+            "--cache",
+            &cache.display().to_string(),
+            "--out",
+            &head.display().to_string(),
+            "--seed",
+            seed,
+            "--json",
+        ]);
+        c
+    };
+    assert!(train("1").output().unwrap().status.success());
+    let files = [
+        "head.safetensors",
+        "history.json",
+        "report.json",
+        "run.json",
+        "curves.png",
+    ];
+    for (k, delay) in [3u64, 10, 25, 40, 80, 150].iter().enumerate() {
+        let mut child = train(&format!("{}", k + 2))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(*delay));
+        let _ = child.kill();
+        let _ = child.wait();
+        for f in files {
+            let bytes = std::fs::read(head.join(f)).unwrap();
+            match f {
+                "head.safetensors" => assert!(
+                    safetensors::SafeTensors::deserialize(&bytes).is_ok(),
+                    "torn head after {delay} ms"
+                ),
+                "curves.png" => assert!(
+                    image::load_from_memory(&bytes).is_ok(),
+                    "torn png after {delay} ms"
+                ),
+                _ => assert!(
+                    serde_json::from_slice::<serde_json::Value>(&bytes).is_ok(),
+                    "torn {f} after {delay} ms"
+                ),
+            }
+        }
+    }
+}
