@@ -52,7 +52,7 @@ eval: build
 
 # The whole flow on the flower photos: extract → train-head → eval → predict.
 demo: build
-    @test -d {{data}} || { echo "{{data}} is missing: pass data=../shared/data/flowers (offline) or see README"; exit 1; }
+    @test -d {{data}} || {{bin}} fetch-flowers --out {{data}}
     {{bin}} extract {{data}} --cache {{cache}} --backbone {{backbone}} {{weights_flag}} --views {{views}} --seed {{seed}}
     {{bin}} train-head --cache {{cache}} --out {{head}} --seed {{seed}}
     {{bin}} eval --head {{head}} {{weights_flag}} {{data}}

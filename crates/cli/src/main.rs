@@ -51,6 +51,8 @@ enum Command {
     Eval(commands::eval::Args),
     /// Draw a grid of dataset thumbnails (or augmented views) with their class names.
     Show(commands::show::Args),
+    /// Download, verify and unpack TensorFlow's public flower photos (the demo dataset).
+    FetchFlowers(commands::fetch::Args),
     /// Inspect and verify feature caches.
     #[command(subcommand)]
     Cache(commands::cache::Command),
@@ -75,6 +77,7 @@ fn main() {
         Command::Eval(a) => commands::eval::run(a),
         Command::Show(a) => commands::show::run(a),
         Command::Cache(c) => commands::cache::run(c),
+        Command::FetchFlowers(a) => commands::fetch::run(a),
     };
     if let Err(e) = result {
         let code = if e.downcast_ref::<common::UsageError>().is_some() {

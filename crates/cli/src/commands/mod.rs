@@ -4,6 +4,7 @@ pub mod cache;
 pub mod classify;
 pub mod eval;
 pub mod extract;
+pub mod fetch;
 pub mod predict;
 pub mod show;
 pub mod train_head;
