@@ -107,3 +107,69 @@ fn wrong_architecture_names_the_tensor_and_both_shapes() {
         .to_string();
     assert!(err.contains("missing tensor `_conv_stem.weight`"), "{err}");
 }
+
+/// The ten photos named in a fixture's `eval_images` metadata, through our decoder and eval
+/// transform, as a `[10, 3, 224, 224]` batch.
+fn our_eval_batch(fixture: &str, arch: Architecture) -> Tensor {
+    let bytes = std::fs::read(shared(fixture)).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let list = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("eval_images"))
+        .expect("eval_images metadata")
+        .clone();
+    let paths: Vec<String> = serde_json::from_str(&list).unwrap();
+    assert_eq!(paths.len(), 10);
+    let cfg = arch.config().preprocess;
+    let mut data = Vec::new();
+    for p in &paths {
+        let b = std::fs::read(shared(p)).unwrap();
+        data.extend(
+            headstart_backbone::preprocess::eval_input(&b, &cfg, &Default::default()).unwrap(),
+        );
+    }
+    Tensor::from_vec(data, (10, 3, 224, 224), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn resnet18_eval_features_from_our_decoding_are_within_2_percent_per_image() {
+    let w = WeightMap::from_file(&shared("fixtures/resnet18/weights.safetensors"), None).unwrap();
+    let model = Backbone::load(Architecture::ResNet18, &w, false, &Device::Cpu).unwrap();
+    let exp = expected("fixtures/resnet18/expected.safetensors");
+    let f = model
+        .features(&our_eval_batch(
+            "fixtures/resnet18/expected.safetensors",
+            Architecture::ResNet18,
+        ))
+        .unwrap();
+    for i in 0..10 {
+        let e = rel_err(&f.get(i).unwrap(), &exp["eval_features"].get(i).unwrap());
+        println!("photo {i}: eval features rel err {e:.2e}");
+        assert!(e <= 0.02, "photo {i}: {e}");
+    }
+}
+
+#[test]
+fn lite0_top1_from_our_decoding_equals_the_reference_for_all_ten_photos() {
+    let w = WeightMap::from_file(
+        &shared("weights/efficientnet-lite0/efficientnet-lite0-57934424.pth"),
+        None,
+    )
+    .unwrap();
+    let model = Backbone::load(Architecture::EfficientNetLite0, &w, true, &Device::Cpu).unwrap();
+    let exp = expected("fixtures/efficientnet-lite0/expected.safetensors");
+    let (_, logits) = model
+        .forward(&our_eval_batch(
+            "fixtures/efficientnet-lite0/expected.safetensors",
+            Architecture::EfficientNetLite0,
+        ))
+        .unwrap();
+    let ours = logits.unwrap().argmax(1).unwrap().to_vec1::<u32>().unwrap();
+    let theirs = exp["eval_logits"]
+        .argmax(1)
+        .unwrap()
+        .to_vec1::<u32>()
+        .unwrap();
+    assert_eq!(ours, theirs);
+}

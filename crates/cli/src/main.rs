@@ -15,11 +15,9 @@ use clap::{Parser, Subcommand};
 ///
 /// Typical session:
 ///
-///   headstart extract data/flowers --cache cache/flowers-resnet18
-///
-///   headstart train-head --cache cache/flowers-resnet18 --out heads/flowers
-///
-///   headstart predict --head heads/flowers photo.jpg
+///     headstart extract data/flowers --cache cache/flowers-resnet18
+///     headstart train-head --cache cache/flowers-resnet18 --out heads/flowers
+///     headstart predict --head heads/flowers photo.jpg
 ///
 /// Weights are found offline first: --weights PATH, then the Hugging Face cache ($HF_HOME),
 /// then the torch hub cache ($TORCH_HOME/hub/checkpoints), then a download from the hub
@@ -37,23 +35,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show where a backbone's weights come from, their sha256 and tensor count.
     Weights(commands::weights::Args),
-    /// Classify images with the backbone's own ImageNet head (checks that the weights are right).
     Classify(commands::classify::Args),
-    /// Run the frozen backbone over an image folder into a sharded, resumable feature cache.
     Extract(commands::extract::Args),
-    /// Train a linear classifier on a feature cache (SGD + momentum, or L-BFGS).
     TrainHead(commands::train_head::Args),
-    /// Classify new images with a trained head.
     Predict(commands::predict::Args),
-    /// Score a trained head on a labelled image folder.
     Eval(commands::eval::Args),
-    /// Draw a grid of dataset thumbnails (or augmented views) with their class names.
     Show(commands::show::Args),
-    /// Download, verify and unpack TensorFlow's public flower photos (the demo dataset).
     FetchFlowers(commands::fetch::Args),
-    /// Inspect and verify feature caches.
     #[command(subcommand)]
     Cache(commands::cache::Command),
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::common::{print_json, require_dir};
 
-/// Cache subcommands.
+/// Inspect and verify feature caches (`verify`, `info`).
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Re-hash every shard and check the manifest's structure. Exit code 1 if anything is wrong.

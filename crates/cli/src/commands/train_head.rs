@@ -148,6 +148,13 @@ pub fn run(a: Args) -> Result<()> {
         .context("reading the cache (every shard's checksum is verified)")?;
     let m = &cache.manifest;
     let classes = m.classes.clone();
+    if classes.len() < 2 {
+        return Err(anyhow::anyhow!(
+            "{}: the cache has only one class ({}); a classifier needs at least two class folders in DATA_DIR",
+            a.cache.display(),
+            classes.first().map(String::as_str).unwrap_or("none")
+        ));
+    }
     let split = split_cache(m, a.val_fraction, a.seed)?;
     let view_sel = match a.views {
         Views::All => ViewSelection::All,
