@@ -40,15 +40,29 @@ impl DirLock {
             std::process::id(),
             std::env::args().collect::<Vec<_>>().join(" ")
         );
+        // The lock appears with its content already in it (a hard link to a written temp file),
+        // so another process never reads an empty lock and mistakes it for a stale one.
+        let tmp = dir.join(format!("{LOCK_FILE}-pending-{}", std::process::id()));
+        let write_tmp = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            f.write_all(me.as_bytes())?;
+            f.sync_all()
+        };
+        write_tmp().map_err(|e| Error::io(&tmp, e))?;
+        let result = Self::link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+
+    fn link(tmp: &Path, path: PathBuf) -> Result<(Self, Option<String>)> {
         let mut warning = None;
         for _ in 0..3 {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    f.write_all(me.as_bytes())
-                        .map_err(|e| Error::io(&path, e))?;
-                    f.sync_all().map_err(|e| Error::io(&path, e))?;
-                    return Ok((Self { path }, warning));
-                }
+            match fs::hard_link(tmp, &path) {
+                Ok(()) => return Ok((Self { path }, warning)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let holder = fs::read_to_string(&path).unwrap_or_default();
                     let pid = holder
@@ -56,9 +70,7 @@ impl DirLock {
                         .and_then(|s| s.split_whitespace().next())
                         .and_then(|s| s.parse::<u32>().ok());
                     match pid {
-                        Some(pid) if pid_alive(pid) => {
-                            return Err(Error::Locked { path, holder });
-                        }
+                        Some(pid) if pid_alive(pid) => return Err(Error::Locked { path, holder }),
                         _ => {
                             warning =
                                 Some(format!(
@@ -66,7 +78,11 @@ impl DirLock {
                                 path.display(),
                                 if holder.is_empty() { "unreadable" } else { holder.trim() }
                             ));
-                            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                            match fs::remove_file(&path) {
+                                Ok(()) => {}
+                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                                Err(e) => return Err(Error::io(&path, e)),
+                            }
                         }
                     }
                 }

@@ -165,6 +165,14 @@ pub struct ImageEntry {
     pub reason: Option<String>,
 }
 
+impl ImageEntry {
+    /// The identity of the file inside the dataset: the raw path bytes (hex) for non-UTF-8
+    /// names, else the path. Two different files never share a key.
+    pub fn key(&self) -> &str {
+        self.path_bytes_hex.as_deref().unwrap_or(&self.path)
+    }
+}
+
 /// One committed shard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShardEntry {
@@ -252,7 +260,11 @@ impl Manifest {
                 ));
             }
         }
-        let total: usize = m.shards.iter().map(|s| s.rows).sum();
+        let total = m
+            .shards
+            .iter()
+            .try_fold(0usize, |acc, s| acc.checked_add(s.rows))
+            .ok_or("shard row counts overflow")?;
         if total != m.rows {
             return Err(format!(
                 "shards hold {total} rows but the manifest says {}",

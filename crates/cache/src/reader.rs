@@ -164,6 +164,16 @@ impl FeatureCache {
         Ok(data)
     }
 
+    /// Index of the last image with rows in `entry` (a shard that passes verification).
+    pub fn last_image_of(&self, entry: &ShardEntry) -> Result<Option<usize>> {
+        Ok(self
+            .read_shard(entry)?
+            .image
+            .iter()
+            .max()
+            .map(|&i| i as usize))
+    }
+
     /// Reads every shard (checking checksums and structure) and returns the rows of images whose
     /// status is `ok`.
     pub fn load(&self) -> Result<CachedRows> {
@@ -172,7 +182,6 @@ impl FeatureCache {
             dim,
             ..Default::default()
         };
-        out.features.reserve(self.manifest.rows * dim);
         for entry in &self.manifest.shards {
             let s = self.read_shard(entry)?;
             for r in 0..entry.rows {

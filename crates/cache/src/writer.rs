@@ -12,6 +12,7 @@ use crate::lock::DirLock;
 use crate::manifest::{
     CacheSettings, FeatureDType, ImageEntry, ImageStatus, Manifest, ShardEntry, FORMAT_VERSION,
 };
+use crate::reader::FeatureCache;
 use crate::st::{serialize, Data, NamedTensor};
 use crate::{Error, Result};
 
@@ -108,6 +109,11 @@ impl CacheWriter {
             Err(e) => return Err(e),
         };
         let manifest = match existing {
+            Some(m) if force => {
+                warnings.push("--force: discarding the existing cache".to_string());
+                remove_cache_files(dir, &m)?;
+                Manifest::new(settings, classes)
+            }
             Some(m) => {
                 let mut diffs = m.settings.differences(&settings);
                 if m.classes != classes {
@@ -117,14 +123,7 @@ impl CacheWriter {
                     ));
                 }
                 if diffs.is_empty() {
-                    m
-                } else if force {
-                    warnings.push(format!(
-                        "--force: discarding the cache built with other settings ({})",
-                        diffs.join("; ")
-                    ));
-                    remove_cache_files(dir, &m)?;
-                    Manifest::new(settings, classes)
+                    repair(dir, m, &mut warnings)?
                 } else {
                     return Err(Error::ConfigMismatch {
                         path: dir.to_path_buf(),
@@ -139,7 +138,7 @@ impl CacheWriter {
             .iter()
             .enumerate()
             .filter(|(_, e)| e.status != ImageStatus::Stale)
-            .map(|(i, e)| (e.path.clone(), i))
+            .map(|(i, e)| (e.key().to_string(), i))
             .collect();
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -157,30 +156,31 @@ impl CacheWriter {
         &self.manifest
     }
 
-    /// Is `path` with content `sha256` already cached (processed, ok or skipped)?
-    pub fn lookup(&self, path: &str, sha256: &str) -> Lookup {
-        match self.by_path.get(path) {
+    /// Is the file with this [`ImageEntry::key`] and content `sha256` already cached (processed,
+    /// ok or skipped)?
+    pub fn lookup(&self, key: &str, sha256: &str) -> Lookup {
+        match self.by_path.get(key) {
             Some(&i) if self.manifest.images[i].sha256 == sha256 => Lookup::Cached,
             _ => Lookup::New,
         }
     }
 
     /// Marks images that were cached but are no longer on disk (or changed) as stale.
-    /// `present` maps relative paths to their current sha256.
+    /// `present` maps [`ImageEntry::key`]s to their current sha256.
     pub fn mark_stale(&mut self, present: &HashMap<String, String>) -> usize {
         let mut n = 0;
         for e in self.manifest.images.iter_mut() {
             if e.status == ImageStatus::Stale {
                 continue;
             }
-            let reason = match present.get(&e.path) {
+            let reason = match present.get(e.key()) {
                 None => "file no longer in the dataset",
                 Some(sha) if *sha != e.sha256 => "file changed since it was cached",
                 _ => continue,
             };
             e.status = ImageStatus::Stale;
             e.reason = Some(reason.to_string());
-            self.by_path.remove(&e.path);
+            self.by_path.remove(e.key());
             n += 1;
         }
         n
@@ -194,7 +194,12 @@ impl CacheWriter {
             )));
         }
         let idx = self.manifest.images.len();
-        self.by_path.insert(entry.path.clone(), idx);
+        // A file is listed once: an older entry for the same file goes stale.
+        if let Some(old) = self.by_path.insert(entry.key().to_string(), idx) {
+            let e = &mut self.manifest.images[old];
+            e.status = ImageStatus::Stale;
+            e.reason = Some("file changed since it was cached".to_string());
+        }
         self.manifest.images.push(entry);
         Ok(idx)
     }
@@ -326,8 +331,47 @@ fn encode_shard(b: &ShardBuffer, s: &CacheSettings) -> std::result::Result<Vec<u
     serialize(&tensors, &meta)
 }
 
+/// Drops the first shard that fails verification and everything recorded after it, as if the run
+/// had been killed just before writing it: the next run recomputes exactly that part.
+fn repair(dir: &Path, mut m: Manifest, warnings: &mut Vec<String>) -> Result<Manifest> {
+    let cache = FeatureCache {
+        dir: dir.to_path_buf(),
+        manifest: m.clone(),
+    };
+    let problems = cache.verify();
+    let Some(first_bad) = m
+        .shards
+        .iter()
+        .position(|s| problems.iter().any(|p| p.file == s.file))
+    else {
+        return Ok(m);
+    };
+    let keep_images = match first_bad {
+        0 => 0,
+        k => cache.last_image_of(&m.shards[k - 1])?.map_or(0, |i| i + 1),
+    };
+    warnings.push(format!(
+        "{} failed verification ({}): recomputing it and the {} shard(s) after it",
+        m.shards[first_bad].file,
+        problems
+            .iter()
+            .find(|p| p.file == m.shards[first_bad].file)
+            .map(|p| p.check.as_str())
+            .unwrap_or("?"),
+        m.shards.len() - first_bad - 1
+    ));
+    m.shards.truncate(first_bad);
+    m.rows = m.shards.iter().map(|s| s.rows).sum();
+    m.images.truncate(keep_images);
+    m.write(dir)?;
+    Ok(m)
+}
+
 fn remove_cache_files(dir: &Path, m: &Manifest) -> Result<()> {
     for s in &m.shards {
+        if !s.file.starts_with("shard-") || !s.file.ends_with(".safetensors") {
+            continue; // never delete anything but our own shards
+        }
         let p = dir.join(&s.file);
         match std::fs::remove_file(&p) {
             Ok(()) => {}

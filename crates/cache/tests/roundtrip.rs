@@ -212,3 +212,29 @@ fn manifest_parser_rejects_garbage_without_panicking() {
         .replace("\"rows\": 9", "\"rows\": 10");
     assert!(Manifest::parse(s.as_bytes()).unwrap_err().contains("rows"));
 }
+
+#[test]
+fn a_damaged_shard_is_recomputed_by_the_next_run() {
+    let a = tempfile::tempdir().unwrap();
+    write(a.path(), 10, None);
+    let want = snapshot(a.path());
+    let b = tempfile::tempdir().unwrap();
+    write(b.path(), 10, None);
+    let s1 = b.path().join("shard-00001.safetensors");
+    let mut bytes = std::fs::read(&s1).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&s1, &bytes).unwrap();
+    assert!(!FeatureCache::open(b.path()).unwrap().verify().is_empty());
+    write(b.path(), 10, None);
+    let got = snapshot(b.path());
+    for ((na, a), (nb, b)) in want.iter().zip(&got) {
+        assert_eq!(na, nb);
+        assert!(
+            a == b,
+            "{na} differs:\n{}\n---\n{}",
+            String::from_utf8_lossy(a),
+            String::from_utf8_lossy(b)
+        );
+    }
+    assert_eq!(want.len(), got.len());
+}

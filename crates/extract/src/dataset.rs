@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use headstart_cache::Split;
+pub use headstart_cache::Split;
 
 use crate::{Error, Result};
 

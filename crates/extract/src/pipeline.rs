@@ -204,16 +204,23 @@ fn prepare(
     };
     let bytes = match std::fs::read(&item.path) {
         Ok(b) => b,
+        // Unreadable again, and recorded as such (empty sha256) last time: nothing new to do.
+        Err(_) if known.get(entry.key()).is_some_and(|sha| sha.is_empty()) => {
+            return Prepared {
+                entry,
+                outcome: Outcome::Reused,
+            };
+        }
         Err(e) => {
             return Prepared {
                 entry,
                 outcome: Outcome::Skipped(format!("cannot read: {e}")),
-            }
+            };
         }
     };
     entry.bytes = bytes.len() as u64;
     entry.sha256 = hex::encode(Sha256::digest(&bytes));
-    if known.get(&entry.path) == Some(&entry.sha256) {
+    if known.get(entry.key()) == Some(&entry.sha256) {
         return Prepared {
             entry,
             outcome: Outcome::Reused,
@@ -225,6 +232,9 @@ fn prepare(
     .unwrap_or_else(|_| Err("the decoder crashed on this file".to_string()));
     let outcome = match outcome {
         Ok((views, pixels)) => Outcome::Ready { views, pixels },
+        Err(reason) if reason.contains("MP limit") => Outcome::Skipped(format!(
+            "{reason} (to accept it, rerun with a larger --max-megapixels and --force)"
+        )),
         Err(reason) => Outcome::Skipped(reason),
     };
     Prepared { entry, outcome }
@@ -356,7 +366,7 @@ pub fn extract(
         .images
         .iter()
         .filter(|e| e.status != ImageStatus::Stale)
-        .map(|e| (e.path.clone(), e.sha256.clone()))
+        .map(|e| (e.key().to_string(), e.sha256.clone()))
         .collect();
     let rows_per_image = opts.views as usize + 1;
     let chunk_images = (2 * opts.batch_size).div_ceil(rows_per_image).max(1);
@@ -401,7 +411,7 @@ pub fn extract(
             let dim = backbone.config().feature_dim;
             let mut at = 0;
             for p in chunk {
-                present.insert(p.entry.path.clone(), p.entry.sha256.clone());
+                present.insert(p.entry.key().to_string(), p.entry.sha256.clone());
                 match p.outcome {
                     Outcome::Reused => reused += 1,
                     Outcome::Skipped(reason) => {

@@ -207,3 +207,25 @@ print(X.shape[0], X.shape[1], int((view == 0).sum()), manifest["classes"][int(y[
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "12 512 4 ant");
 }
+
+#[cfg(unix)]
+#[test]
+fn non_utf8_names_that_look_alike_are_distinct_files() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    make_dataset(&data, &["ant", "bee"], 1);
+    for (i, name) in [&b"ant/\xfe.png"[..], b"ant/\xff.png"].iter().enumerate() {
+        picture(40, 40, 50 + i as u32)
+            .save(data.join(std::ffi::OsStr::from_bytes(name)))
+            .unwrap();
+    }
+    let cache = d.path().join("cache");
+    let r = run(&data, &cache, &opts());
+    assert_eq!((r.images_ok, r.images_stale), (4, 0));
+    let r = run(&data, &cache, &opts());
+    assert_eq!(
+        (r.images_processed, r.images_reused, r.images_stale),
+        (0, 4, 0)
+    );
+}

@@ -136,6 +136,11 @@ impl HeadCheckpoint {
                 .collect())
         };
         let (c, d) = (meta.classes.len(), meta.feature_dim);
+        if c < 2 || d == 0 {
+            return Err(bad(format!(
+                "{c} classes and feature width {d}: a head needs at least 2 classes and 1 feature"
+            )));
+        }
         let head = LinearHead::from_vecs(f32s("weight", &[c, d])?, f32s("bias", &[c])?, c, d)?;
         Ok(Self { head, meta })
     }

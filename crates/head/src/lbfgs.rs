@@ -200,7 +200,10 @@ fn minimise(
         f = fc;
         g = gc;
         if converged_f {
-            return Ok((theta, it + 1, true, f));
+            // The objective no longer moves at f32 precision: stop, and say whether the gradient
+            // criterion is met too.
+            let gmax = g.iter().fold(0f64, |m, v| m.max(v.abs()));
+            return Ok((theta, it + 1, gmax < p.gtol, f));
         }
     }
     Ok((theta, p.max_iter, false, f))

@@ -38,6 +38,9 @@ pub enum Error {
         /// sha256 of the weights given.
         found: String,
     },
+    /// The head does not fit the backbone.
+    #[error("{0}")]
+    HeadMismatch(String),
     /// An input path does not exist.
     #[error("{}: no such file or directory", .0.display())]
     MissingPath(PathBuf),
@@ -72,8 +75,12 @@ pub struct Prediction {
 
 /// Expands files and folders (recursively, sorted, hidden entries skipped) into image paths.
 pub fn collect_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
-        if depth > 64 {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>, visited: &mut std::collections::HashSet<PathBuf>) {
+        // Follow symlinks, but never into a directory already seen (no loops, no duplicates).
+        let Ok(canonical) = std::fs::canonicalize(dir) else {
+            return;
+        };
+        if !visited.insert(canonical) {
             return;
         }
         let Ok(rd) = std::fs::read_dir(dir) else {
@@ -88,16 +95,17 @@ pub fn collect_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             }
             let p = e.path();
             if p.is_dir() {
-                walk(&p, out, depth + 1);
+                walk(&p, out, visited);
             } else if has_image_extension(&name) {
                 out.push(p);
             }
         }
     }
     let mut out = Vec::new();
+    let mut visited = std::collections::HashSet::new();
     for p in paths {
         if p.is_dir() {
-            walk(p, &mut out, 0);
+            walk(p, &mut out, &mut visited);
         } else if p.exists() {
             out.push(p.clone()); // an explicit file is tried whatever its extension
         } else {
@@ -136,6 +144,14 @@ impl Predictor {
         }
         let arch = Architecture::from_name(&head.meta.backbone.name)?;
         let backbone = Backbone::load(arch, weights, false, device)?;
+        if backbone.config().feature_dim != head.head.dim() {
+            return Err(Error::HeadMismatch(format!(
+                "the head takes {}-d features but {} gives {}-d ones",
+                head.head.dim(),
+                arch,
+                backbone.config().feature_dim
+            )));
+        }
         Ok(Self {
             backbone,
             head,
@@ -254,6 +270,8 @@ pub fn evaluate(
         .items
         .iter()
         .filter(|it| classes.contains(&ds.classes[it.label]))
+        // With train/ and val/ (or test/) folders, only the held-out side is scored.
+        .filter(|it| !ds.has_split || it.split == Some(headstart_extract::dataset::Split::Val))
         .collect();
     let paths: Vec<PathBuf> = items.iter().map(|it| it.path.clone()).collect();
     let preds = predictor.predict(&paths, batch_size, 1, on_batch)?;

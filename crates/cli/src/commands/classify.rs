@@ -54,9 +54,12 @@ pub fn run(a: Args) -> Result<()> {
         let inputs: Vec<_> = chunk
             .par_iter()
             .map(|p| {
-                std::fs::read(p)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| eval_input(&b, &cfg, &limits).map_err(|e| e.to_string()))
+                let bytes = std::fs::read(p).map_err(|e| format!("cannot read: {e}"))?;
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    eval_input(&bytes, &cfg, &limits)
+                }))
+                .map_err(|_| "the decoder crashed on this file".to_string())?
+                .map_err(|e| e.to_string())
             })
             .collect();
         let ok: Vec<&[f32]> = inputs

@@ -58,7 +58,7 @@ pub struct Args {
     #[arg(long)]
     force: bool,
     /// Largest image accepted, in megapixels (protects against decompression bombs).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_megapixels: u64,
     /// Print one JSON object with the summary on stdout.
     #[arg(long)]
