@@ -1,26 +1,14 @@
-# headstart recipes. Every variable can be overridden: `just extract data=… backbone=… weights=…`.
+# headstart recipes. Settings are key=value words after the recipe name, e.g.
+#   just demo data=../shared/data/flowers backbone=efficientnet-lite0 weights=path/to/lite0.pth
+# keys: data backbone weights views seed cache head solver out images (see scripts/flow.sh).
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
-
-data := "data/flowers"
-backbone := "resnet18"
-weights := ""
-views := "5"
-seed := "43"
-cache := "cache/" + file_name(data) + "-" + backbone
-head := "heads/" + file_name(data) + "-" + backbone
-solver := "sgd"
-images := data
-out := "out"
-
-bin := "target/release/headstart"
-weights_flag := if weights == "" { "" } else { "--weights " + weights }
 
 # List the recipes.
 default:
     @just --list
 
-# Build the release binary (CPU). Add `--features cuda` yourself for a GPU build.
+# Build the release binary (CPU). For a GPU build: cargo build --release --features cuda.
 build:
     cargo build --release -p headstart
 
@@ -34,33 +22,25 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
 
 # Images → feature cache (resumable: rerun after a crash or after adding images).
-extract: build
-    {{bin}} extract {{data}} --cache {{cache}} --backbone {{backbone}} {{weights_flag}} --views {{views}} --seed {{seed}}
+extract *settings: build
+    scripts/flow.sh extract {{settings}}
 
 # Feature cache → linear head, curves and report.
-train-head: build
-    {{bin}} train-head --cache {{cache}} --out {{head}} --solver {{solver}} --seed {{seed}}
+train-head *settings: build
+    scripts/flow.sh train-head {{settings}}
 
-# Head + backbone on images (default: a few photos of the dataset), with a prediction grid.
-predict: build
-    mkdir -p {{out}}
-    {{bin}} predict --head {{head}} {{weights_flag}} --grid {{out}}/predictions.png $(find {{images}} -type f \( -iname '*.jpg' -o -iname '*.png' \) | sort | awk 'NR % 40 == 1' | head -16)
+# Head + backbone on a sample of photos, with a prediction grid in out/.
+predict *settings: build
+    scripts/flow.sh predict {{settings}}
 
 # Score the head on a labelled folder.
-eval: build
-    {{bin}} eval --head {{head}} {{weights_flag}} {{data}}
+eval *settings: build
+    scripts/flow.sh eval {{settings}}
 
-# The whole flow on the flower photos: extract → train-head → eval → predict.
-demo: build
-    @test -d {{data}} || {{bin}} fetch-flowers --out {{data}}
-    {{bin}} extract {{data}} --cache {{cache}} --backbone {{backbone}} {{weights_flag}} --views {{views}} --seed {{seed}}
-    {{bin}} train-head --cache {{cache}} --out {{head}} --seed {{seed}}
-    {{bin}} eval --head {{head}} {{weights_flag}} {{data}}
-    mkdir -p {{out}}
-    {{bin}} show {{data}} --grid {{out}}/dataset.png
-    {{bin}} predict --head {{head}} {{weights_flag}} --grid {{out}}/predictions.png $(find {{data}} -type f -iname '*.jpg' | sort | awk 'NR % 40 == 1' | head -16)
-    @echo "curves: {{head}}/curves.png   report: {{head}}/report.txt   grids: {{out}}/dataset.png {{out}}/predictions.png"
+# The whole flow: (download the flowers if missing) → extract → train-head → eval → predict.
+demo *settings: build
+    scripts/flow.sh demo {{settings}}
 
-# Benchmarks (writes docs/benchmarks.md).
-bench: build
-    scripts/bench.sh {{data}} {{backbone}} "{{weights}}"
+# Benchmarks: writes docs/benchmarks.md. Positional: DATA BACKBONE WEIGHTS.
+bench *args: build
+    scripts/bench.sh {{args}}
