@@ -173,3 +173,104 @@ fn lite0_top1_from_our_decoding_equals_the_reference_for_all_ten_photos() {
         .unwrap();
     assert_eq!(ours, theirs);
 }
+
+/// torchvision names and shapes of a ResNet (`bottleneck` = ResNet-50 style).
+fn resnet_tensors(layers: [usize; 4], bottleneck: bool) -> Vec<(String, Vec<usize>)> {
+    let mut v = Vec::new();
+    let mut conv_bn = |conv: String, bn: String, cout: usize, cin: usize, k: usize| {
+        v.push((format!("{conv}.weight"), vec![cout, cin, k, k]));
+        for p in ["weight", "bias", "running_mean", "running_var"] {
+            v.push((format!("{bn}.{p}"), vec![cout]));
+        }
+    };
+    conv_bn("conv1".into(), "bn1".into(), 64, 3, 7);
+    let expansion = if bottleneck { 4 } else { 1 };
+    let mut cin = 64;
+    for (li, &n) in layers.iter().enumerate() {
+        let width = 64 << li;
+        let cout = width * expansion;
+        for b in 0..n {
+            let p = format!("layer{}.{b}.", li + 1);
+            let shapes: Vec<(usize, usize, usize)> = if bottleneck {
+                vec![(width, cin, 1), (width, width, 3), (cout, width, 1)]
+            } else {
+                vec![(width, cin, 3), (width, width, 3)]
+            };
+            for (i, (o, c, k)) in shapes.into_iter().enumerate() {
+                conv_bn(
+                    format!("{p}conv{}", i + 1),
+                    format!("{p}bn{}", i + 1),
+                    o,
+                    c,
+                    k,
+                );
+            }
+            if b == 0 && (li > 0 || cin != cout) {
+                conv_bn(
+                    format!("{p}downsample.0"),
+                    format!("{p}downsample.1"),
+                    cout,
+                    cin,
+                    1,
+                );
+            }
+            cin = cout;
+        }
+    }
+    v
+}
+
+#[test]
+fn resnet34_and_resnet50_build_from_torchvision_names_and_give_their_feature_widths() {
+    for (arch, layers, bottleneck, dim) in [
+        (Architecture::ResNet34, [3, 4, 6, 3], false, 512),
+        (Architecture::ResNet50, [3, 4, 6, 3], true, 2048),
+    ] {
+        let tensors: Vec<(String, Tensor)> = resnet_tensors(layers, bottleneck)
+            .into_iter()
+            .map(|(n, s)| {
+                let t = if n.ends_with("running_var") {
+                    Tensor::ones(s, candle_core::DType::F32, &Device::Cpu).unwrap()
+                } else {
+                    (Tensor::randn(0f32, 1., s.clone(), &Device::Cpu).unwrap() * 0.05).unwrap()
+                };
+                (format!("module.{n}"), t)
+            })
+            .collect();
+        let w = WeightMap::from_tensors(tensors, "synthetic".into(), None).unwrap();
+        assert_eq!(w.stripped_prefix, "module.");
+        let model = Backbone::load(arch, &w, false, &Device::Cpu).unwrap();
+        let x = Tensor::randn(0f32, 1., (1, 3, 64, 64), &Device::Cpu).unwrap();
+        assert_eq!(model.features(&x).unwrap().dims(), &[1, dim]);
+        assert_eq!(model.config().feature_dim, dim);
+    }
+}
+
+#[test]
+fn truncated_or_garbled_safetensors_are_errors_not_panics() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("ok.safetensors");
+    let t = Tensor::arange(0f32, 64., &Device::Cpu)
+        .unwrap()
+        .reshape((8, 8))
+        .unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("conv1.weight".to_string(), t)]),
+        &src,
+    )
+    .unwrap();
+    let good = std::fs::read(&src).unwrap();
+    let bad = d.path().join("bad.safetensors");
+    for cut in 0..good.len() {
+        std::fs::write(&bad, &good[..cut]).unwrap();
+        assert!(
+            WeightMap::from_file(&bad, None).is_err(),
+            "cut at {cut} accepted"
+        );
+    }
+    let mut flipped = good.clone();
+    flipped[0] ^= 0x7f; // header length
+    std::fs::write(&bad, &flipped).unwrap();
+    let err = WeightMap::from_file(&bad, None).unwrap_err().to_string();
+    assert!(err.contains("bad.safetensors"), "{err}");
+}
