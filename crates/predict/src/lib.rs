@@ -180,14 +180,7 @@ impl Predictor {
         for chunk in paths.chunks(batch_size.max(1)) {
             let inputs: Vec<std::result::Result<Vec<f32>, String>> = chunk
                 .par_iter()
-                .map(|p| {
-                    let bytes = std::fs::read(p).map_err(|e| format!("cannot read: {e}"))?;
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        preprocess::eval_input(&bytes, &cfg, &self.limits)
-                    }))
-                    .map_err(|_| "the decoder crashed on this file".to_string())?
-                    .map_err(|e| e.to_string())
-                })
+                .map(|p| preprocess::eval_input_from_file(p, &cfg, &self.limits))
                 .collect();
             let ok: Vec<&[f32]> = inputs
                 .iter()

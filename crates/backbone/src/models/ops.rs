@@ -199,6 +199,22 @@ impl ConvBn {
     }
 }
 
+/// The f32 values of a contiguous CPU tensor, or an error naming the kernel.
+fn contiguous_f32<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    kernel: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let src = match storage {
+        CpuStorage::F32(v) => v.as_slice(),
+        _ => candle_core::bail!("{kernel} expects f32 input"),
+    };
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{kernel} expects a contiguous input")))?;
+    Ok(&src[start..end])
+}
+
 /// Depthwise convolution + bias + activation in one pass over the input (CPU, f32).
 ///
 /// candle runs grouped convolutions as one convolution per group, which for a depthwise layer of
@@ -223,14 +239,7 @@ impl candle_core::CustomOp1 for DepthwiseKernel {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let src = match storage {
-            CpuStorage::F32(v) => v.as_slice(),
-            _ => candle_core::bail!("depthwise kernel expects f32 input"),
-        };
-        let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
-            candle_core::Error::Msg("depthwise kernel expects a contiguous input".into())
-        })?;
-        let src = &src[start..end];
+        let src = contiguous_f32(storage, layout, self.name())?;
         let (n, c, h, w) = layout.shape().dims4()?;
         let k = self.kernel;
         let s = self.stride;
@@ -410,14 +419,7 @@ impl candle_core::CustomOp1 for DenseKernel {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let src = match storage {
-            CpuStorage::F32(v) => v.as_slice(),
-            _ => candle_core::bail!("dense conv kernel expects f32 input"),
-        };
-        let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
-            candle_core::Error::Msg("dense conv kernel expects a contiguous input".into())
-        })?;
-        let src = &src[start..end];
+        let src = contiguous_f32(storage, layout, self.name())?;
         let (n, c, h, w) = layout.shape().dims4()?;
         if c != self.in_channels {
             candle_core::bail!(

@@ -143,6 +143,21 @@ pub fn eval_input(bytes: &[u8], cfg: &PreprocessConfig, limits: &DecodeLimits) -
     Ok(out)
 }
 
+/// Reads a file and runs [`eval_input`] on it, never panicking: an unreadable file, an
+/// undecodable one, or a decoder panic all become a short reason for reports.
+pub fn eval_input_from_file(
+    path: &std::path::Path,
+    cfg: &PreprocessConfig,
+    limits: &DecodeLimits,
+) -> std::result::Result<Vec<f32>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        eval_input(&bytes, cfg, limits)
+    }))
+    .map_err(|_| "the decoder crashed on this file".to_string())?
+    .map_err(|e| e.to_string())
+}
+
 /// [`eval_input`] writing into a caller-provided buffer of `3 × input_size × input_size` values
 /// (for example a slice of a batch).
 ///

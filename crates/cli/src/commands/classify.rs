@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use headstart_backbone::imagenet::class_name;
-use headstart_backbone::preprocess::{eval_input, DecodeLimits};
+use headstart_backbone::preprocess::{eval_input_from_file, DecodeLimits};
 use headstart_backbone::Backbone;
 use rayon::prelude::*;
 use serde_json::json;
@@ -53,14 +53,7 @@ pub fn run(a: Args) -> Result<()> {
     for chunk in a.images.chunks(a.batch_size as usize) {
         let inputs: Vec<_> = chunk
             .par_iter()
-            .map(|p| {
-                let bytes = std::fs::read(p).map_err(|e| format!("cannot read: {e}"))?;
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    eval_input(&bytes, &cfg, &limits)
-                }))
-                .map_err(|_| "the decoder crashed on this file".to_string())?
-                .map_err(|e| e.to_string())
-            })
+            .map(|p| eval_input_from_file(p, &cfg, &limits))
             .collect();
         let ok: Vec<&[f32]> = inputs
             .iter()
