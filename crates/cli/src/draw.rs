@@ -206,11 +206,11 @@ pub fn draw_grid(tiles: &[Tile], cols: u32, out: &Path) -> Result<(u32, u32)> {
             let (c, r) = (i as u32 % cols, i as u32 / cols);
             for (k, (text, color)) in t.lines.iter().enumerate() {
                 let mut s = text.clone();
-                // Keep titles inside the cell (~7 px per character at 13 px).
-                if s.chars().count() > 22 {
-                    s = s.chars().take(21).collect::<String>() + "…";
+                // Keep titles inside the cell (~8 px per character at 15 px).
+                if s.chars().count() > 20 {
+                    s = s.chars().take(19).collect::<String>() + "…";
                 }
-                let style = TextStyle::from((FAMILY, 13).into_font()).color(color);
+                let style = TextStyle::from((FAMILY, 15).into_font()).color(color);
                 root.draw_text(
                     &s,
                     &style,
