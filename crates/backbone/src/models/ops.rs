@@ -287,8 +287,8 @@ impl candle_core::CustomOp1 for DepthwiseKernel {
                                         *o += wv * i;
                                     }
                                 } else {
-                                    for (ox, o) in out_row.iter_mut().enumerate() {
-                                        *o += wv * row[ox * s];
+                                    for (o, i) in out_row.iter_mut().zip(row.iter().step_by(s)) {
+                                        *o += wv * i;
                                     }
                                 }
                             }
