@@ -23,7 +23,14 @@ use clap::{Parser, Subcommand};
 /// then the torch hub cache ($TORCH_HOME/hub/checkpoints), then a download from the hub
 /// (skipped when HF_HUB_OFFLINE=1). `headstart weights` shows which one is used.
 #[derive(Debug, Parser)]
-#[command(name = "headstart", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "headstart",
+    version,
+    about,
+    long_about,
+    max_term_width = 100,
+    verbatim_doc_comment
+)]
 struct Cli {
     /// Worker threads for decoding and the forward pass (default: all cores).
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]

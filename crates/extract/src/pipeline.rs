@@ -361,6 +361,13 @@ pub fn extract(
     )?;
     let mut notes = std::mem::take(&mut writer.warnings);
     notes.extend(dataset.notes.iter().cloned());
+    let count_stale = |m: &headstart_cache::Manifest| {
+        m.images
+            .iter()
+            .filter(|e| e.status == ImageStatus::Stale)
+            .count()
+    };
+    let stale_before = count_stale(writer.manifest());
     let known: HashMap<String, String> = writer
         .manifest()
         .images
@@ -431,7 +438,7 @@ pub fn extract(
         Ok(())
     });
     result?;
-    let stale = writer.mark_stale(&present);
+    writer.mark_stale(&present);
     let manifest = writer.finish()?;
     progress.finish();
 
@@ -476,7 +483,8 @@ pub fn extract(
         },
         images_processed: processed,
         images_reused: reused,
-        images_stale: stale,
+        // Changed files go stale when re-added, removed ones at the end: count both.
+        images_stale: count_stale(&manifest) - stale_before,
         empty_classes,
         notes,
     })

@@ -169,13 +169,32 @@ pub fn run(a: Args) -> Result<()> {
         ));
     }
     let show_table = !a.json;
+    let sgd_only_set = a.epochs != 20
+        || a.lr != 0.001
+        || a.momentum != 0.9
+        || a.nesterov
+        || a.weight_decay != 0.0
+        || a.batch_size != 32
+        || matches!(a.class_weight, ClassWeightArg::Balanced);
+    if a.solver == Solver::Lbfgs && sgd_only_set {
+        eprintln!("warning: --epochs, --lr, --momentum, --nesterov, --weight-decay, --batch-size and --class-weight apply to --solver sgd only; ignored");
+    }
+    if a.solver == Solver::Sgd && a.l2.is_some() {
+        eprintln!(
+            "warning: --l2 applies to --solver lbfgs only (for SGD use --weight-decay); ignored"
+        );
+    }
+    let solver_name = match a.solver {
+        Solver::Sgd => "sgd",
+        Solver::Lbfgs => "lbfgs",
+    };
     eprintln!(
-        "train-head: {} training images ({} rows), {} validation images, {} classes, solver {:?}",
+        "train-head: {} training images ({} rows), {} validation images, {} classes, solver {}",
         split.train.len(),
         train.len(),
         split.val.len(),
         classes.len(),
-        a.solver
+        solver_name
     );
     let (head, history, solver_info) = match a.solver {
         Solver::Sgd => {
@@ -309,7 +328,7 @@ pub fn run(a: Args) -> Result<()> {
         "cache": a.cache,
         "cache_manifest_sha256": training["cache_manifest_sha256"],
         "settings": {
-            "solver": format!("{:?}", a.solver).to_lowercase(),
+            "solver": solver_name,
             "epochs": a.epochs, "lr": a.lr, "momentum": a.momentum, "nesterov": a.nesterov,
             "weight_decay": a.weight_decay, "batch_size": a.batch_size, "l2": a.l2,
             "val_fraction": a.val_fraction, "seed": a.seed,
@@ -320,13 +339,12 @@ pub fn run(a: Args) -> Result<()> {
         "seconds": seconds,
     });
     write_atomic(&out.join("run.json"), &serde_json::to_vec_pretty(&run)?)?;
-    let solver = format!("{:?}", a.solver).to_lowercase();
     if a.json {
         print_json(&json!({
             "val_accuracy": last.val_accuracy,
             "train_accuracy": last.train_accuracy,
             "epochs": history.len(),
-            "solver": solver,
+            "solver": solver_name,
             "seconds": seconds,
             "head": out.join("head.safetensors"),
             "macro_f1": report.macro_f1,
