@@ -16,26 +16,19 @@ fn expected(rel: &str) -> std::collections::HashMap<String, Tensor> {
     candle_core::safetensors::load(shared(rel), &Device::Cpu).expect("fixture readable")
 }
 
+fn l2_norm(t: &Tensor) -> f32 {
+    t.sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt()
+}
+
 fn rel_err(out: &Tensor, reference: &Tensor) -> f32 {
     assert_eq!(out.dims(), reference.dims());
-    let diff = (out - reference)
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .sqrt();
-    let norm = reference
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .sqrt();
-    diff / norm
+    l2_norm(&(out - reference).unwrap()) / l2_norm(reference)
 }
 
 fn check(arch: Architecture, weights: &str, fixture: &str) {

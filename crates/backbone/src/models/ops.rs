@@ -545,21 +545,25 @@ mod tests {
         assert_eq!(same_padding(7, 1, 1), (0, 0));
     }
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     fn dw_reference(x: &Tensor, wt: &Tensor, b: &Tensor, stride: usize, pad: Padding) -> Tensor {
         let (_, c, h, w) = x.dims4().unwrap();
-        let k = wt.dim(2).unwrap();
-        let (pt, pb) = match pad {
-            Padding::Same => same_padding(h, k, stride),
-            Padding::Symmetric(p) => (p, p),
-        };
-        let (pl, pr) = match pad {
-            Padding::Same => same_padding(w, k, stride),
-            Padding::Symmetric(p) => (p, p),
-        };
+        let g = geometry(pad, h, w, wt.dim(2).unwrap(), stride).unwrap();
         let xp = x
-            .pad_with_zeros(2, pt, pb)
+            .pad_with_zeros(2, g.top, g.bottom)
             .unwrap()
-            .pad_with_zeros(3, pl, pr)
+            .pad_with_zeros(3, g.left, g.right)
             .unwrap();
         xp.conv2d(wt, 0, stride, 1, c)
             .unwrap()
@@ -606,15 +610,7 @@ mod tests {
                 .broadcast_add(&b.reshape((1, cout, 1, 1)).unwrap())
                 .unwrap();
             let want = act.apply(want).unwrap();
-            assert_eq!(got.dims(), want.dims());
-            let diff = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&got, &want);
             assert!(diff < 1e-4, "k={k} s={stride}: max diff {diff}");
         }
     }
@@ -642,15 +638,7 @@ mod tests {
             };
             let got = x.apply_op1_no_bwd(&op).unwrap();
             let want = dw_reference(&x, &wt, &b, stride, pad);
-            assert_eq!(got.dims(), want.dims());
-            let diff = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&got, &want);
             assert!(diff < 1e-4, "k={k} s={stride}: max diff {diff}");
         }
     }
