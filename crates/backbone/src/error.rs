@@ -9,6 +9,10 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
+    /// A batch the network cannot take (wrong channel count, too small for a kernel, …).
+    #[error("backbone input: {0}")]
+    Input(String),
+
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {

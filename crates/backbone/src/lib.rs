@@ -17,4 +17,4 @@ pub mod weights;
 
 pub use config::{Architecture, BackboneConfig, Interpolation, PreprocessConfig};
 pub use error::{Error, Result};
-pub use models::Backbone;
+pub use models::{Backbone, Engine};

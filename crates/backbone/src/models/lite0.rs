@@ -3,7 +3,9 @@
 
 use candle_core::{Device, Tensor};
 
+use super::cpu::{self, Act, BufferPool, Buffers, CpuConv};
 use super::ops::{global_avg_pool, Activation, ConvBn, ConvSpec, Linear, Padding};
+use super::Engine;
 use crate::weights::WeightMap;
 use crate::Result;
 
@@ -44,12 +46,57 @@ impl MbConv {
     }
 }
 
+/// An MBConv block for the CPU engine; the projection adds the skip in its epilogue.
+#[derive(Debug)]
+struct CpuMbConv {
+    expand: Option<CpuConv>,
+    depthwise: CpuConv,
+    project: CpuConv,
+    skip: bool,
+}
+
+impl CpuMbConv {
+    fn forward(&self, x: Act, bufs: &mut Buffers) -> Result<Act> {
+        let e = self
+            .expand
+            .as_ref()
+            .map(|e| e.forward(&x, None, bufs))
+            .transpose()?;
+        let d = self
+            .depthwise
+            .forward(e.as_ref().unwrap_or(&x), None, bufs)?;
+        if let Some(e) = e {
+            bufs.give(e);
+        }
+        let out = self
+            .project
+            .forward(&d, if self.skip { Some(&x) } else { None }, bufs)?;
+        bufs.give(d);
+        bufs.give(x);
+        Ok(out)
+    }
+}
+
+/// The layers, in candle's operations or in the CPU engine.
+#[derive(Debug)]
+enum Layers {
+    Candle {
+        stem: ConvBn,
+        blocks: Vec<MbConv>,
+        head: ConvBn,
+    },
+    Cpu {
+        stem: CpuConv,
+        blocks: Vec<CpuMbConv>,
+        head: CpuConv,
+        buffers: BufferPool,
+    },
+}
+
 /// A loaded EfficientNet-Lite0.
 #[derive(Debug)]
 pub struct EfficientNetLite0 {
-    stem: ConvBn,
-    blocks: Vec<MbConv>,
-    head: ConvBn,
+    layers: Layers,
     fc: Option<Linear>,
 }
 
@@ -87,8 +134,15 @@ fn conv(
 }
 
 impl EfficientNetLite0 {
-    /// Builds the network; `with_fc` also loads the ImageNet classifier `_fc`.
-    pub fn load(w: &WeightMap, arch: &str, with_fc: bool, dev: &Device) -> Result<Self> {
+    /// Builds the network; `with_fc` also loads the ImageNet classifier `_fc`. On the CPU with
+    /// [`Engine::Auto`] the layers run in the CPU engine.
+    pub fn load(
+        w: &WeightMap,
+        arch: &str,
+        with_fc: bool,
+        dev: &Device,
+        engine: Engine,
+    ) -> Result<Self> {
         let relu6 = Activation::Relu6;
         let stem = conv(w, arch, dev, "_conv_stem", "_bn0", 3, STEM, 3, 2, 1, relu6)?;
         let mut blocks = Vec::new();
@@ -166,21 +220,59 @@ impl EfficientNetLite0 {
         } else {
             None
         };
-        Ok(Self {
-            stem,
-            blocks,
-            head,
-            fc,
-        })
+        let layers = if dev.is_cpu() && engine == Engine::Auto {
+            let cpu = |c: &ConvBn| c.to_cpu(c.activation(), false);
+            Layers::Cpu {
+                stem: cpu(&stem)?,
+                blocks: blocks
+                    .iter()
+                    .map(|b| {
+                        Ok(CpuMbConv {
+                            expand: b.expand.as_ref().map(cpu).transpose()?,
+                            depthwise: cpu(&b.depthwise)?,
+                            project: cpu(&b.project)?,
+                            skip: b.skip,
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+                head: cpu(&head)?,
+                buffers: BufferPool::default(),
+            }
+        } else {
+            Layers::Candle { stem, blocks, head }
+        };
+        Ok(Self { layers, fc })
     }
 
     /// Pooled features `[N, 3, H, W] → [N, 1280]`.
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
-        let mut x = self.stem.forward(x)?;
-        for b in &self.blocks {
-            x = b.forward(&x)?;
+        match &self.layers {
+            Layers::Candle { stem, blocks, head } => {
+                let mut x = stem.forward(x)?;
+                for b in blocks {
+                    x = b.forward(&x)?;
+                }
+                global_avg_pool(&head.forward(&x)?)
+            }
+            Layers::Cpu {
+                stem,
+                blocks,
+                head,
+                buffers,
+            } => buffers.with(|bufs| {
+                let x = cpu::input_act(x, bufs)?;
+                let mut y = stem.forward(&x, None, bufs)?;
+                bufs.give(x);
+                for b in blocks {
+                    y = b.forward(y, bufs)?;
+                }
+                let h = head.forward(&y, None, bufs)?;
+                bufs.give(y);
+                let f = cpu::pooled_features(&h);
+                bufs.give(h);
+                f
+            }),
         }
-        global_avg_pool(&self.head.forward(&x)?)
     }
 
     /// ImageNet logits from pooled features, if the classifier was loaded.

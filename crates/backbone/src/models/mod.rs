@@ -1,5 +1,6 @@
 //! The networks: torchvision-exact forward passes with batch-norm folded into the convolutions.
 
+pub(crate) mod cpu;
 pub mod lite0;
 pub mod ops;
 pub mod resnet;
@@ -8,6 +9,18 @@ use candle_core::{Device, Tensor};
 
 use crate::weights::WeightMap;
 use crate::{Architecture, BackboneConfig, Result};
+
+/// Which implementation runs the layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// The CPU engine on the CPU (channels-last, batched gemm, Winograd), candle's operations
+    /// elsewhere.
+    #[default]
+    Auto,
+    /// candle's generic operations everywhere: slower on the CPU; the reference the engine is
+    /// tested against.
+    Candle,
+}
 
 #[derive(Debug)]
 enum Net {
@@ -33,6 +46,17 @@ impl Backbone {
         with_classifier: bool,
         device: &Device,
     ) -> Result<Self> {
+        Self::load_with_engine(arch, weights, with_classifier, device, Engine::Auto)
+    }
+
+    /// [`Backbone::load`] with a choice of implementation.
+    pub fn load_with_engine(
+        arch: Architecture,
+        weights: &WeightMap,
+        with_classifier: bool,
+        device: &Device,
+        engine: Engine,
+    ) -> Result<Self> {
         let name = arch.name();
         let net = match arch {
             Architecture::ResNet18 => Net::ResNet(resnet::ResNet::load(
@@ -41,6 +65,7 @@ impl Backbone {
                 name,
                 with_classifier,
                 device,
+                engine,
             )?),
             Architecture::ResNet34 => Net::ResNet(resnet::ResNet::load(
                 resnet::ResNetSpec::R34,
@@ -48,6 +73,7 @@ impl Backbone {
                 name,
                 with_classifier,
                 device,
+                engine,
             )?),
             Architecture::ResNet50 => Net::ResNet(resnet::ResNet::load(
                 resnet::ResNetSpec::R50,
@@ -55,12 +81,14 @@ impl Backbone {
                 name,
                 with_classifier,
                 device,
+                engine,
             )?),
             Architecture::EfficientNetLite0 => Net::Lite0(lite0::EfficientNetLite0::load(
                 weights,
                 name,
                 with_classifier,
                 device,
+                engine,
             )?),
         };
         Ok(Self {

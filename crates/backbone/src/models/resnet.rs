@@ -2,7 +2,9 @@
 
 use candle_core::{Device, Tensor};
 
+use super::cpu::{self, pool, Act, BufferPool, Buffers, CpuConv};
 use super::ops::{global_avg_pool, Activation, ConvBn, ConvSpec, Linear, Padding};
+use super::Engine;
 use crate::weights::WeightMap;
 use crate::Result;
 
@@ -64,11 +66,59 @@ impl Block {
     }
 }
 
+/// A residual block for the CPU engine: the last convolution adds the identity (or the
+/// downsampled input) and applies the ReLU in its epilogue.
+#[derive(Debug)]
+struct CpuBlock {
+    convs: Vec<CpuConv>,
+    downsample: Option<CpuConv>,
+}
+
+impl CpuBlock {
+    fn forward(&self, x: Act, bufs: &mut Buffers) -> Result<Act> {
+        let (last, inner) = self.convs.split_last().expect("a block has convolutions");
+        let mut y: Option<Act> = None;
+        for c in inner {
+            let next = c.forward(y.as_ref().unwrap_or(&x), None, bufs)?;
+            if let Some(old) = y.replace(next) {
+                bufs.give(old);
+            }
+        }
+        let identity = self
+            .downsample
+            .as_ref()
+            .map(|d| d.forward(&x, None, bufs))
+            .transpose()?;
+        let out = last.forward(
+            y.as_ref().unwrap_or(&x),
+            Some(identity.as_ref().unwrap_or(&x)),
+            bufs,
+        )?;
+        for a in [y, identity, Some(x)].into_iter().flatten() {
+            bufs.give(a);
+        }
+        Ok(out)
+    }
+}
+
+/// The layers, in candle's operations or in the CPU engine.
+#[derive(Debug)]
+enum Layers {
+    Candle {
+        stem: ConvBn,
+        blocks: Vec<Block>,
+    },
+    Cpu {
+        stem: CpuConv,
+        blocks: Vec<CpuBlock>,
+        buffers: BufferPool,
+    },
+}
+
 /// A loaded ResNet.
 #[derive(Debug)]
 pub struct ResNet {
-    stem: ConvBn,
-    blocks: Vec<Block>,
+    layers: Layers,
     fc: Option<Linear>,
     feature_dim: usize,
 }
@@ -107,12 +157,14 @@ fn conv(
 
 impl ResNet {
     /// Builds the network from torchvision-named tensors; `with_fc` also loads the classifier.
+    /// On the CPU with [`Engine::Auto`] the layers run in the CPU engine.
     pub fn load(
         spec: ResNetSpec,
         w: &WeightMap,
         arch: &str,
         with_fc: bool,
         dev: &Device,
+        engine: Engine,
     ) -> Result<Self> {
         let stem = conv(w, arch, dev, "", 1, 3, 64, 7, 2, Activation::Relu)?;
         let expansion = if spec.bottleneck { 4 } else { 1 };
@@ -178,9 +230,40 @@ impl ResNet {
         } else {
             None
         };
+        let layers = if dev.is_cpu() && engine == Engine::Auto {
+            let winograd = cpu::winograd_enabled();
+            let relu = Activation::Relu;
+            Layers::Cpu {
+                stem: stem.to_cpu(relu, winograd)?,
+                blocks: blocks
+                    .iter()
+                    .map(|b| {
+                        let n = b.convs.len();
+                        Ok(CpuBlock {
+                            convs: b
+                                .convs
+                                .iter()
+                                .enumerate()
+                                .map(|(i, c)| {
+                                    let act = if i + 1 == n { relu } else { c.activation() };
+                                    c.to_cpu(act, winograd)
+                                })
+                                .collect::<Result<_>>()?,
+                            downsample: b
+                                .downsample
+                                .as_ref()
+                                .map(|d| d.to_cpu(Activation::None, winograd))
+                                .transpose()?,
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+                buffers: BufferPool::default(),
+            }
+        } else {
+            Layers::Candle { stem, blocks }
+        };
         Ok(Self {
-            stem,
-            blocks,
+            layers,
             fc,
             feature_dim,
         })
@@ -188,12 +271,34 @@ impl ResNet {
 
     /// Pooled features `[N, 3, H, W] → [N, D]`.
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.stem.forward(x)?;
+        let (stem, blocks) = match &self.layers {
+            Layers::Candle { stem, blocks } => (stem, blocks),
+            Layers::Cpu {
+                stem,
+                blocks,
+                buffers,
+            } => {
+                return buffers.with(|bufs| {
+                    let x = cpu::input_act(x, bufs)?;
+                    let y = stem.forward(&x, None, bufs)?;
+                    bufs.give(x);
+                    let mut x = pool::max_pool_3x3_s2(&y, bufs)?;
+                    bufs.give(y);
+                    for b in blocks {
+                        x = b.forward(x, bufs)?;
+                    }
+                    let f = cpu::pooled_features(&x);
+                    bufs.give(x);
+                    f
+                })
+            }
+        };
+        let x = stem.forward(x)?;
         // Max-pool 3×3, stride 2, padding 1. After the ReLU every value is ≥ 0 and each window holds
         // at least one real pixel, so zero padding gives the same result as −∞ padding.
         let x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
         let mut x = x.max_pool2d_with_stride(3, 2)?;
-        for b in &self.blocks {
+        for b in blocks {
             x = b.forward(&x)?;
         }
         global_avg_pool(&x)

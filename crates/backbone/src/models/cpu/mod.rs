@@ -1,0 +1,278 @@
+//! The CPU forward engine: channels-last (NHWC) activations in reused buffers, one gemm per
+//! layer over the whole batch, Winograd F(4×4, 3×3) for 3×3 stride-1 convolutions, and bias,
+//! residual add and activation fused into each layer's epilogue.
+//!
+//! candle's `Tensor` stays the API at the model's edges: a batch comes in as `[N, 3, H, W]`, is
+//! laid out channels-last once, runs through the layers here, and leaves as pooled `[N, D]`
+//! features. The CUDA path keeps using candle's own operations (`super::ops::ConvBn`).
+//!
+//! Threading: every layer splits its rows (or Winograd tiles) into blocks run on rayon's pool;
+//! each block does its own im2col/transform into a per-thread scratch buffer and calls gemm
+//! single-threaded, so the weights stay hot and no block waits on another. Nothing holds a
+//! borrow across a rayon call, so the engine may be called from inside a rayon task.
+
+pub(crate) mod conv;
+pub(crate) mod depthwise;
+mod kernels;
+pub(crate) mod pool;
+pub(crate) mod winograd;
+
+use std::cell::RefCell;
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::{Error, Result};
+
+pub(crate) use conv::DenseConv;
+pub(crate) use depthwise::DepthwiseConv;
+pub(crate) use winograd::WinogradConv;
+
+/// A batch of activations in channels-last layout: `data[((n·h + y)·w + x)·c + ch]`.
+#[derive(Debug, Default)]
+pub(crate) struct Act {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub data: Vec<f32>,
+}
+
+impl Act {
+    /// Lays out an `[N, C, H, W]` batch channels-last.
+    pub fn from_nchw(
+        src: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        bufs: &mut Buffers,
+    ) -> Act {
+        use rayon::prelude::*;
+        let mut data = bufs.take(n * c * h * w);
+        let plane = h * w;
+        data.par_chunks_mut(plane * c)
+            .zip(src.par_chunks(plane * c))
+            .for_each(|(dst, img)| {
+                for (p, px) in dst.chunks_exact_mut(c).enumerate() {
+                    for (ch, v) in px.iter_mut().enumerate() {
+                        *v = img[ch * plane + p];
+                    }
+                }
+            });
+        Act { n, h, w, c, data }
+    }
+}
+
+/// Activation buffers kept between layers and batches: a layer takes one, the layer after
+/// returns its input's. Buffers are handed out with stale (initialised) contents; every kernel
+/// overwrites all of its output.
+#[derive(Debug, Default)]
+pub(crate) struct Buffers {
+    free: Vec<Vec<f32>>,
+}
+
+impl Buffers {
+    /// A buffer of exactly `len` values (contents unspecified).
+    pub fn take(&mut self, len: usize) -> Vec<f32> {
+        // Best fit among the free buffers that are large enough, else grow the largest.
+        let pick = self
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= len)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i)
+            .or_else(|| {
+                self.free
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, b)| b.capacity())
+                    .map(|(i, _)| i)
+            });
+        let mut v = match pick {
+            Some(i) => self.free.swap_remove(i),
+            None => Vec::new(),
+        };
+        if v.len() >= len {
+            v.truncate(len);
+        } else {
+            v.resize(len, 0.0);
+        }
+        v
+    }
+
+    /// Returns an activation's buffer for reuse.
+    pub fn give(&mut self, a: Act) {
+        if a.data.capacity() > 0 {
+            self.free.push(a.data);
+        }
+    }
+}
+
+/// A pool of [`Buffers`], one per concurrent caller, kept across batches.
+#[derive(Debug, Default)]
+pub(crate) struct BufferPool {
+    idle: Mutex<Vec<Buffers>>,
+}
+
+impl BufferPool {
+    /// Runs `f` with a set of buffers that no other caller is using.
+    pub fn with<T>(&self, f: impl FnOnce(&mut Buffers) -> T) -> T {
+        let mut bufs = self
+            .idle
+            .lock()
+            .map(|mut v| v.pop())
+            .unwrap_or(None)
+            .unwrap_or_default();
+        let out = f(&mut bufs);
+        if let Ok(mut v) = self.idle.lock() {
+            v.push(bufs);
+        }
+        out
+    }
+}
+
+thread_local! {
+    /// Per-thread scratch (im2col columns, Winograd tiles). Taken out of the cell for the
+    /// duration of one block, so a nested call on the same thread gets a fresh one.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer grown to at least `len` values.
+pub(crate) fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [f32]) -> T) -> T {
+    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let out = f(&mut buf[..len]);
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.capacity() < buf.capacity() {
+            *s = buf;
+        }
+    });
+    out
+}
+
+/// One convolution layer of the CPU engine.
+#[derive(Debug)]
+pub(crate) enum CpuConv {
+    /// im2col + gemm (or the activation itself for 1×1 stride 1).
+    Dense(DenseConv),
+    /// Winograd F(4×4, 3×3).
+    Winograd(WinogradConv),
+    /// Depthwise.
+    Depthwise(DepthwiseConv),
+}
+
+impl CpuConv {
+    /// `act(conv(x) + bias [+ residual])`.
+    pub fn forward(&self, x: &Act, residual: Option<&Act>, bufs: &mut Buffers) -> Result<Act> {
+        match self {
+            CpuConv::Dense(c) => c.forward(x, residual, bufs),
+            CpuConv::Winograd(c) => c.forward(x, residual, bufs),
+            CpuConv::Depthwise(_) if residual.is_some() => Err(Error::Input(
+                "the depthwise kernel takes no residual".into(),
+            )),
+            CpuConv::Depthwise(c) => c.forward(x, bufs),
+        }
+    }
+}
+
+/// A `[N, C, H, W]` f32 batch as a channels-last activation.
+pub(crate) fn input_act(x: &Tensor, bufs: &mut Buffers) -> Result<Act> {
+    let (n, c, h, w) = x.dims4()?;
+    let v = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(Act::from_nchw(&v, n, c, h, w, bufs))
+}
+
+/// Pooled features of a channels-last activation as an `[N, C]` tensor.
+pub(crate) fn pooled_features(x: &Act) -> Result<Tensor> {
+    Ok(Tensor::from_vec(
+        pool::global_avg_pool(x),
+        (x.n, x.c),
+        &Device::Cpu,
+    )?)
+}
+
+/// Whether the Winograd path is allowed (`HEADSTART_WINOGRAD=0` turns it off, for comparison).
+pub(crate) fn winograd_enabled() -> bool {
+    std::env::var("HEADSTART_WINOGRAD").map_or(true, |v| v != "0")
+}
+
+/// How many blocks of work to aim for per rayon thread (load balance vs per-block overhead).
+pub(crate) const BLOCKS_PER_THREAD: usize = 4;
+
+/// `dst[m×n] (+)= a[m×k] · b[k×n]`, all row-major with the given row strides, single-threaded.
+///
+/// # Safety
+/// The three regions must be in bounds for the given sizes and strides, and `dst` must not
+/// overlap `a` or `b`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    ldd: usize,
+    accumulate: bool,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        ldd as isize,
+        accumulate,
+        a,
+        1,
+        lda as isize,
+        b,
+        1,
+        ldb as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use candle_core::{Device, Tensor};
+
+    use super::Act;
+
+    /// `[N, C, H, W]` tensor → channels-last activation.
+    pub fn act_from(x: &Tensor) -> Act {
+        let (n, c, h, w) = x.dims4().unwrap();
+        let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        Act::from_nchw(&v, n, c, h, w, &mut Default::default())
+    }
+
+    /// Channels-last activation → `[N, C, H, W]` tensor.
+    pub fn tensor_from(a: &Act) -> Tensor {
+        Tensor::from_slice(&a.data, (a.n, a.h, a.w, a.c), &Device::Cpu)
+            .unwrap()
+            .permute((0, 3, 1, 2))
+            .unwrap()
+            .contiguous()
+            .unwrap()
+    }
+
+    /// Largest |a − b| relative to the largest |b|.
+    pub fn rel_max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        let m = b.abs().unwrap().max_all().unwrap();
+        d.to_scalar::<f32>().unwrap() / m.to_scalar::<f32>().unwrap().max(1e-12)
+    }
+}
