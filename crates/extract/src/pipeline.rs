@@ -305,28 +305,29 @@ fn eval_box(w: u32, h: u32, resize: u32, crop: u32) -> [i64; 4] {
     ]
 }
 
+/// Runs the backbone over `images` (each the normalised CHW planes of one or more views), in
+/// batches of `batch` rows, appending the features to `out`. Each batch is copied once, straight
+/// from the decoded views into the tensor's buffer.
 fn run_features(
     backbone: &Backbone,
-    pixels: &[f32],
-    rows: usize,
+    images: &[&[f32]],
     batch: usize,
     size: usize,
     out: &mut Vec<f32>,
 ) -> Result<()> {
     let plane = 3 * size * size;
-    let mut start = 0;
-    while start < rows {
-        let n = batch.min(rows - start);
-        let x = Tensor::from_slice(
-            &pixels[start * plane..(start + n) * plane],
-            (n, 3, size, size),
-            &candle_core::Device::Cpu,
-        )?;
+    let mut rows = images.iter().flat_map(|p| p.chunks_exact(plane)).peekable();
+    while rows.peek().is_some() {
+        let mut pixels = Vec::with_capacity(batch * plane);
+        for row in rows.by_ref().take(batch) {
+            pixels.extend_from_slice(row);
+        }
+        let n = pixels.len() / plane;
+        let x = Tensor::from_vec(pixels, (n, 3, size, size), &candle_core::Device::Cpu)?;
         let f = backbone
             .features(&x)?
             .to_device(&candle_core::Device::Cpu)?;
         out.extend(f.flatten_all()?.to_vec1::<f32>()?);
-        start += n;
     }
     Ok(())
 }
@@ -404,17 +405,8 @@ pub fn extract(
                     _ => None,
                 })
                 .collect();
-            let rows: usize = ready.iter().map(|p| p.len()).sum::<usize>() / (3 * size * size);
-            let pixels = ready.concat();
             features.clear();
-            run_features(
-                backbone,
-                &pixels,
-                rows,
-                opts.batch_size,
-                size,
-                &mut features,
-            )?;
+            run_features(backbone, &ready, opts.batch_size, size, &mut features)?;
             let dim = backbone.config().feature_dim;
             let mut at = 0;
             for p in chunk {

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::kernels;
-use super::{sgemm, with_scratch, Act, Buffers, BLOCKS_PER_THREAD};
+use super::{sgemm, with_scratch, Act, Buffers, BIG_WEIGHTS, BLOCKS_PER_THREAD};
 use crate::models::ops::{geometry, Activation, Geometry, Padding};
 use crate::{Error, Result};
 
@@ -13,6 +13,8 @@ use crate::{Error, Result};
 const SMALL_K: usize = 32;
 /// Target size of one block's im2col columns, in values.
 const COLUMN_BUDGET: usize = 64 * 1024;
+/// Largest im2col chunk of a large-weight layer, in values.
+const CHUNK_BUDGET: usize = 4 * 1024 * 1024;
 
 /// A convolution with batch-norm folded in, weights laid out `[(ky, kx, ci), co]`.
 #[derive(Debug)]
@@ -83,6 +85,9 @@ impl DenseConv {
         }
         let direct = self.k == 1 && self.stride == 1;
         let threads = rayon::current_num_threads().max(1);
+        if kk > SMALL_K && kk * cout > BIG_WEIGHTS {
+            return Ok(self.forward_chunked(x, residual, &g, bufs));
+        }
         let rows = (COLUMN_BUDGET / kk)
             .clamp(16, 1024)
             .min(m.div_ceil(threads * BLOCKS_PER_THREAD))
@@ -93,19 +98,7 @@ impl DenseConv {
             .for_each(|(b, dst)| {
                 let r0 = b * rows;
                 let nr = dst.len() / cout;
-                match residual {
-                    Some(res) => {
-                        let res = &res.data[r0 * cout..(r0 + nr) * cout];
-                        for (row, rrow) in dst.chunks_exact_mut(cout).zip(res.chunks_exact(cout)) {
-                            for ((o, &b), &r) in row.iter_mut().zip(&self.bias).zip(rrow) {
-                                *o = b + r;
-                            }
-                        }
-                    }
-                    None => dst
-                        .chunks_exact_mut(cout)
-                        .for_each(|row| row.copy_from_slice(&self.bias)),
-                }
+                self.init_rows(dst, residual, r0);
                 let multiply = |lhs: &[f32], dst: &mut [f32]| {
                     if kk <= SMALL_K {
                         kernels::small_k_gemm(lhs, kk, &self.weight, cout, dst);
@@ -124,6 +117,7 @@ impl DenseConv {
                                 kk,
                                 self.weight.as_ptr(),
                                 cout,
+                                1,
                             )
                         }
                     }
@@ -145,6 +139,95 @@ impl DenseConv {
             c: cout,
             data: out,
         })
+    }
+
+    /// Layers with large weights: the rows in a few large chunks, each chunk's im2col built in
+    /// parallel and multiplied in one gemm spread over all threads.
+    fn forward_chunked(
+        &self,
+        x: &Act,
+        residual: Option<&Act>,
+        g: &Geometry,
+        bufs: &mut Buffers,
+    ) -> Act {
+        const SUB: usize = 64;
+        let (cout, kk) = (self.cout, self.k * self.k * self.cin);
+        let m = x.n * g.out_h * g.out_w;
+        let direct = self.k == 1 && self.stride == 1;
+        let threads = rayon::current_num_threads().max(1);
+        let chunk = (CHUNK_BUDGET / kk).max(SUB).min(m);
+        let mut out = bufs.take(m * cout);
+        let mut cols = if direct {
+            Vec::new()
+        } else {
+            bufs.take(chunk * kk)
+        };
+        for (ci, dst) in out.chunks_mut(chunk * cout).enumerate() {
+            let r0 = ci * chunk;
+            let nr = dst.len() / cout;
+            dst.par_chunks_mut(SUB * cout)
+                .enumerate()
+                .for_each(|(b, d)| self.init_rows(d, residual, r0 + b * SUB));
+            if !direct {
+                cols[..nr * kk]
+                    .par_chunks_mut(SUB * kk)
+                    .enumerate()
+                    .for_each(|(b, c)| self.im2col(x, g, r0 + b * SUB, c));
+            }
+            let lhs = if direct {
+                &x.data[r0 * kk..(r0 + nr) * kk]
+            } else {
+                &cols[..nr * kk]
+            };
+            // SAFETY: lhs is [nr, kk], weight [kk, cout], dst [nr, cout], row-major, in bounds
+            // and disjoint.
+            unsafe {
+                sgemm(
+                    nr,
+                    cout,
+                    kk,
+                    dst.as_mut_ptr(),
+                    cout,
+                    true,
+                    lhs.as_ptr(),
+                    kk,
+                    self.weight.as_ptr(),
+                    cout,
+                    threads,
+                )
+            }
+            dst.par_chunks_mut(SUB * cout)
+                .for_each(|d| kernels::activate(d, self.act));
+        }
+        bufs.give(Act {
+            data: cols,
+            ..Default::default()
+        });
+        Act {
+            n: x.n,
+            h: g.out_h,
+            w: g.out_w,
+            c: cout,
+            data: out,
+        }
+    }
+
+    /// Fills output rows from `r0` with the bias, plus the residual's rows if there is one.
+    fn init_rows(&self, dst: &mut [f32], residual: Option<&Act>, r0: usize) {
+        let cout = self.cout;
+        match residual {
+            Some(res) => {
+                let res = &res.data[r0 * cout..r0 * cout + dst.len()];
+                for (row, rrow) in dst.chunks_exact_mut(cout).zip(res.chunks_exact(cout)) {
+                    for ((o, &b), &r) in row.iter_mut().zip(&self.bias).zip(rrow) {
+                        *o = b + r;
+                    }
+                }
+            }
+            None => dst
+                .chunks_exact_mut(cout)
+                .for_each(|row| row.copy_from_slice(&self.bias)),
+        }
     }
 
     /// The im2col rows `r0 .. r0 + cols.len() / kk` (columns ordered ky, kx, ci).

@@ -69,44 +69,53 @@ impl Act {
 /// overwrites all of its output.
 #[derive(Debug, Default)]
 pub(crate) struct Buffers {
+    /// Free buffers, each at the full length it was ever initialised to.
     free: Vec<Vec<f32>>,
+    /// Initialised length of each allocation handed out, by address, so that a buffer
+    /// returned shorter gets its full length back without being written again.
+    initialised: std::collections::HashMap<usize, usize>,
 }
 
 impl Buffers {
     /// A buffer of exactly `len` values (contents unspecified).
     pub fn take(&mut self, len: usize) -> Vec<f32> {
-        // Best fit among the free buffers that are large enough, else grow the largest.
+        // Best fit among the free buffers that are long enough, else grow the longest.
         let pick = self
             .free
             .iter()
             .enumerate()
-            .filter(|(_, b)| b.capacity() >= len)
-            .min_by_key(|(_, b)| b.capacity())
-            .map(|(i, _)| i)
-            .or_else(|| {
-                self.free
-                    .iter()
-                    .enumerate()
-                    .max_by_key(|(_, b)| b.capacity())
-                    .map(|(i, _)| i)
-            });
+            .filter(|(_, b)| b.len() >= len)
+            .min_by_key(|(_, b)| b.len())
+            .or_else(|| self.free.iter().enumerate().max_by_key(|(_, b)| b.len()))
+            .map(|(i, _)| i);
         let mut v = match pick {
             Some(i) => self.free.swap_remove(i),
             None => Vec::new(),
         };
-        if v.len() >= len {
-            v.truncate(len);
-        } else {
+        if v.len() < len {
+            self.initialised.remove(&(v.as_ptr() as usize));
             v.resize(len, 0.0);
         }
+        self.initialised.insert(v.as_ptr() as usize, v.len());
+        v.truncate(len);
         v
     }
 
     /// Returns an activation's buffer for reuse.
     pub fn give(&mut self, a: Act) {
-        if a.data.capacity() > 0 {
-            self.free.push(a.data);
+        let mut v = a.data;
+        if v.capacity() == 0 {
+            return;
         }
+        if let Some(init) = self.initialised.get(&(v.as_ptr() as usize)) {
+            if *init > v.len() && *init <= v.capacity() {
+                // SAFETY: this allocation held `init` initialised values when it was handed
+                // out (recorded in `take`); truncating a Vec<f32> leaves them in place, and
+                // f32 has no drop glue or invalid bit patterns.
+                unsafe { v.set_len(*init) };
+            }
+        }
+        self.free.push(v);
     }
 }
 
@@ -183,8 +192,15 @@ impl CpuConv {
 /// A `[N, C, H, W]` f32 batch as a channels-last activation.
 pub(crate) fn input_act(x: &Tensor, bufs: &mut Buffers) -> Result<Act> {
     let (n, c, h, w) = x.dims4()?;
-    let v = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    Ok(Act::from_nchw(&v, n, c, h, w, bufs))
+    let x = x.to_dtype(DType::F32)?.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) = &*storage else {
+        return Err(Error::Input("the CPU engine takes a CPU f32 tensor".into()));
+    };
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| Error::Input("expected a contiguous batch".into()))?;
+    Ok(Act::from_nchw(&v[start..end], n, c, h, w, bufs))
 }
 
 /// Pooled features of a channels-last activation as an `[N, C]` tensor.
@@ -201,10 +217,31 @@ pub(crate) fn winograd_enabled() -> bool {
     std::env::var("HEADSTART_WINOGRAD").map_or(true, |v| v != "0")
 }
 
+/// Layers whose weights hold more values than this run as a few large matrix products, each
+/// spread over all threads (gemm packs the weights once per product); smaller layers run as many
+/// independent blocks, one thread each.
+pub(crate) const BIG_WEIGHTS: usize = 16 * 1024;
+
+/// A raw pointer that may cross threads; users promise disjoint writes.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut(pub *mut f32);
+// SAFETY: only used for writes to disjoint regions, each by one thread (see the users).
+unsafe impl Send for SharedMut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer (a method, so that closures capture the whole wrapper).
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// How many blocks of work to aim for per rayon thread (load balance vs per-block overhead).
 pub(crate) const BLOCKS_PER_THREAD: usize = 4;
 
-/// `dst[m×n] (+)= a[m×k] · b[k×n]`, all row-major with the given row strides, single-threaded.
+/// `dst[m×n] (+)= a[m×k] · b[k×n]`, all row-major with the given row strides, on `threads`
+/// rayon threads (1: on the calling thread only).
 ///
 /// # Safety
 /// The three regions must be in bounds for the given sizes and strides, and `dst` must not
@@ -221,6 +258,7 @@ pub(crate) unsafe fn sgemm(
     lda: usize,
     b: *const f32,
     ldb: usize,
+    threads: usize,
 ) {
     gemm::gemm(
         m,
@@ -241,7 +279,11 @@ pub(crate) unsafe fn sgemm(
         false,
         false,
         false,
-        gemm::Parallelism::None,
+        if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        },
     );
 }
 

@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use super::kernels::{self, L};
-use super::{sgemm, with_scratch, Act, Buffers, BLOCKS_PER_THREAD};
+use super::{sgemm, with_scratch, Act, Buffers, SharedMut, BIG_WEIGHTS, BLOCKS_PER_THREAD};
 use crate::models::ops::{Activation, Padding};
 use crate::{Error, Result};
 
@@ -116,9 +116,62 @@ impl WinogradConv {
             rest = b;
             g = g1;
         }
-        blocks.into_par_iter().for_each(|(g0, g1, dst)| {
-            self.block(x, residual, g0, g1, dst, start(g0));
-        });
+        if self.cin * cout > BIG_WEIGHTS {
+            // Large filters: transform every tile, then 36 whole-layer products (each filter
+            // packed once), then the output transform.
+            let nt = tile_rows * tw;
+            let mut v = bufs.take(36 * nt * self.cin);
+            let mut m = bufs.take(36 * nt * cout);
+            let vp = SharedMut(v.as_mut_ptr());
+            blocks.par_iter().for_each(|(g0, g1, _)| {
+                // SAFETY: block (g0, g1) writes only tiles g0·tw .. g1·tw of each of the 36
+                // planes of V; blocks do not overlap and V has room for all nt tiles.
+                let v = unsafe { std::slice::from_raw_parts_mut(vp.get(), 36 * nt * self.cin) };
+                self.transform_in(x, *g0, *g1, &mut v[g0 * tw * self.cin..], nt * self.cin);
+            });
+            let threads = rayon::current_num_threads().max(1);
+            let per = 36usize.div_ceil(threads * 3);
+            m.par_chunks_mut(per * nt * cout)
+                .zip(v.par_chunks(per * nt * self.cin))
+                .enumerate()
+                .for_each(|(i, (mp, vp))| {
+                    let xi0 = i * per;
+                    self.multiply(vp, nt, mp, xi0, (xi0 + per).min(36), 1);
+                });
+            blocks.into_par_iter().for_each(|(g0, g1, dst)| {
+                let base = start(g0);
+                self.transform_out(
+                    x.h,
+                    x.w,
+                    residual,
+                    g0,
+                    g1,
+                    &m[g0 * tw * cout..],
+                    nt * cout,
+                    dst,
+                    base,
+                );
+            });
+            bufs.give(Act {
+                data: v,
+                ..Default::default()
+            });
+            bufs.give(Act {
+                data: m,
+                ..Default::default()
+            });
+        } else {
+            blocks.into_par_iter().for_each(|(g0, g1, dst)| {
+                let nt = (g1 - g0) * tw;
+                let (cin, cout) = (self.cin, self.cout);
+                with_scratch(36 * nt * (cin + cout), |scratch| {
+                    let (v, m) = scratch.split_at_mut(36 * nt * cin);
+                    self.transform_in(x, g0, g1, v, nt * cin);
+                    self.multiply(v, nt, m, 0, 36, 1);
+                    self.transform_out(x.h, x.w, residual, g0, g1, m, nt * cout, dst, start(g0));
+                });
+            });
+        }
         Ok(Act {
             n,
             h,
@@ -128,97 +181,121 @@ impl WinogradConv {
         })
     }
 
-    /// Tile rows `g0 .. g1` into `dst`, which starts at output offset `base`.
-    fn block(
+    /// Input transform of tile rows `g0 .. g1` into `v` (plane ξ of tile t at
+    /// `v[ξ·stride + t·cin]`, t counted from the block's first tile).
+    fn transform_in(&self, x: &Act, g0: usize, g1: usize, v: &mut [f32], stride: usize) {
+        let (h, w, cin) = (x.h, x.w, self.cin);
+        let (th, tw) = (h.div_ceil(4), w.div_ceil(4));
+        for ti in 0..(g1 - g0) * tw {
+            let g = g0 + ti / tw;
+            let (img, ty, tx) = (g / th, g % th, ti % tw);
+            let mut patch: [Option<&[f32]>; 36] = [None; 36];
+            for i in 0..6 {
+                let iy = (ty * 4 + i) as isize - 1;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                for j in 0..6 {
+                    let ix = (tx * 4 + j) as isize - 1;
+                    if ix < 0 || ix >= w as isize {
+                        continue;
+                    }
+                    let at = ((img * h + iy as usize) * w + ix as usize) * cin;
+                    patch[i * 6 + j] = Some(&x.data[at..at + cin]);
+                }
+            }
+            kernels::winograd_input(&patch, cin, &mut v[ti * cin..], stride);
+        }
+    }
+
+    /// Products `M_ξ = V_ξ · U_ξ` for ξ in `xi0 .. xi1`, over `nt` tiles; `v` and `m` start at
+    /// plane `xi0` (planes of `nt·cin` and `nt·cout` values).
+    fn multiply(
         &self,
-        x: &Act,
+        v: &[f32],
+        nt: usize,
+        m: &mut [f32],
+        xi0: usize,
+        xi1: usize,
+        threads: usize,
+    ) {
+        let (cin, cout) = (self.cin, self.cout);
+        for (i, xi) in (xi0..xi1).enumerate() {
+            assert!((i + 1) * nt * cin <= v.len() && (i + 1) * nt * cout <= m.len());
+            // SAFETY: V_ξ is [nt, cin], U_ξ [cin, cout], M_ξ [nt, cout]; all in bounds
+            // (asserted) and disjoint.
+            unsafe {
+                sgemm(
+                    nt,
+                    cout,
+                    cin,
+                    m[i * nt * cout..].as_mut_ptr(),
+                    cout,
+                    false,
+                    v[i * nt * cin..].as_ptr(),
+                    cin,
+                    self.u[xi * cin * cout..].as_ptr(),
+                    cout,
+                    threads,
+                );
+            }
+        }
+    }
+
+    /// Output transform of tile rows `g0 .. g1` from `m` (plane ξ of tile t at
+    /// `m[ξ·stride + t·cout]`) into `dst`, which starts at output offset `base`.
+    #[allow(clippy::too_many_arguments)]
+    fn transform_out(
+        &self,
+        h: usize,
+        w: usize,
         residual: Option<&Act>,
         g0: usize,
         g1: usize,
+        m: &[f32],
+        stride: usize,
         dst: &mut [f32],
         base: usize,
     ) {
-        let (h, w, cin, cout) = (x.h, x.w, self.cin, self.cout);
+        let cout = self.cout;
         let (th, tw) = (h.div_ceil(4), w.div_ceil(4));
-        let nt = (g1 - g0) * tw;
-        with_scratch(36 * nt * (cin + cout), |scratch| {
-            let (v, m) = scratch.split_at_mut(36 * nt * cin);
-            for ti in 0..nt {
-                let g = g0 + ti / tw;
-                let (img, ty, tx) = (g / th, g % th, ti % tw);
-                let mut patch: [Option<&[f32]>; 36] = [None; 36];
-                for i in 0..6 {
-                    let iy = (ty * 4 + i) as isize - 1;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    for j in 0..6 {
-                        let ix = (tx * 4 + j) as isize - 1;
-                        if ix < 0 || ix >= w as isize {
-                            continue;
-                        }
-                        let at = ((img * h + iy as usize) * w + ix as usize) * cin;
-                        patch[i * 6 + j] = Some(&x.data[at..at + cin]);
-                    }
+        let ptr = dst.as_mut_ptr();
+        let len = dst.len();
+        for ti in 0..(g1 - g0) * tw {
+            let g = g0 + ti / tw;
+            let (img, ty, tx) = (g / th, g % th, ti % tw);
+            let mut out: [Option<&mut [f32]>; 16] = Default::default();
+            let mut res: [Option<&[f32]>; 16] = [None; 16];
+            for i in 0..4 {
+                let oy = ty * 4 + i;
+                if oy >= h {
+                    break;
                 }
-                kernels::winograd_input(&patch, cin, &mut v[ti * cin..], nt * cin);
-            }
-            for xi in 0..36 {
-                // SAFETY: V_ξ is [nt, cin], U_ξ [cin, cout], M_ξ [nt, cout]; all in bounds of
-                // their buffers and disjoint.
-                unsafe {
-                    sgemm(
-                        nt,
-                        cout,
-                        cin,
-                        m[xi * nt * cout..].as_mut_ptr(),
-                        cout,
-                        false,
-                        v[xi * nt * cin..].as_ptr(),
-                        cin,
-                        self.u[xi * cin * cout..].as_ptr(),
-                        cout,
-                    );
-                }
-            }
-            let ptr = dst.as_mut_ptr();
-            let len = dst.len();
-            for ti in 0..nt {
-                let g = g0 + ti / tw;
-                let (img, ty, tx) = (g / th, g % th, ti % tw);
-                let mut out: [Option<&mut [f32]>; 16] = Default::default();
-                let mut res: [Option<&[f32]>; 16] = [None; 16];
-                for i in 0..4 {
-                    let oy = ty * 4 + i;
-                    if oy >= h {
+                for j in 0..4 {
+                    let ox = tx * 4 + j;
+                    if ox >= w {
                         break;
                     }
-                    for j in 0..4 {
-                        let ox = tx * 4 + j;
-                        if ox >= w {
-                            break;
-                        }
-                        let at = ((img * h + oy) * w + ox) * cout;
-                        let local = at - base;
-                        assert!(local + cout <= len);
-                        // SAFETY: in bounds (asserted); each (oy, ox) is a distinct pixel, so the
-                        // 16 slices are disjoint, and `dst` is not otherwise used meanwhile.
-                        out[i * 4 + j] =
-                            Some(unsafe { std::slice::from_raw_parts_mut(ptr.add(local), cout) });
-                        res[i * 4 + j] = residual.map(|r| &r.data[at..at + cout]);
-                    }
+                    let at = ((img * h + oy) * w + ox) * cout;
+                    let local = at - base;
+                    assert!(local + cout <= len);
+                    // SAFETY: in bounds (asserted); each (oy, ox) is a distinct pixel, so the
+                    // 16 slices are disjoint, and `dst` is not otherwise used meanwhile.
+                    out[i * 4 + j] =
+                        Some(unsafe { std::slice::from_raw_parts_mut(ptr.add(local), cout) });
+                    res[i * 4 + j] = residual.map(|r| &r.data[at..at + cout]);
                 }
-                kernels::winograd_output(
-                    &m[ti * cout..],
-                    nt * cout,
-                    cout,
-                    &self.bias,
-                    self.act,
-                    &res,
-                    &mut out,
-                );
             }
-        });
+            kernels::winograd_output(
+                &m[ti * cout..],
+                stride,
+                cout,
+                &self.bias,
+                self.act,
+                &res,
+                &mut out,
+            );
+        }
     }
 }
 
@@ -239,6 +316,9 @@ mod tests {
             (64, 64, 5, 13, 2, false),
             (16, 16, 1, 1, 2, true),
             (16, 16, 2, 3, 1, false),
+            // Large filters (the whole-layer path).
+            (256, 128, 7, 7, 3, true),
+            (128, 256, 6, 9, 2, false),
         ] {
             let x = Tensor::randn(0f32, 1., (n, cin, h, w), &dev).unwrap();
             let wt = Tensor::randn(0f32, 0.2, (cout, cin, 3, 3), &dev).unwrap();
