@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use headstart_backbone::weights::WeightMap;
-use headstart_backbone::{Architecture, Backbone};
+use headstart_backbone::{Architecture, Backbone, Engine};
 
 fn shared(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -266,4 +266,102 @@ fn truncated_or_garbled_safetensors_are_errors_not_panics() {
     std::fs::write(&bad, &flipped).unwrap();
     let err = WeightMap::from_file(&bad, None).unwrap_err().to_string();
     assert!(err.contains("bad.safetensors"), "{err}");
+}
+
+/// Random torchvision-named ResNet weights with non-trivial batch-norm statistics.
+fn random_resnet(layers: [usize; 4], bottleneck: bool) -> WeightMap {
+    let dim = if bottleneck { 2048 } else { 512 };
+    let tensors: Vec<(String, Tensor)> = resnet_tensors(layers, bottleneck)
+        .into_iter()
+        .map(|(n, s)| {
+            let t = if n.ends_with("running_var") {
+                Tensor::rand(0.5f32, 1.5, s, &Device::Cpu).unwrap()
+            } else if n.contains("bn") && n.ends_with(".weight") {
+                Tensor::rand(0.5f32, 1.0, s, &Device::Cpu).unwrap()
+            } else {
+                let fan_in: usize = s.iter().skip(1).product::<usize>().max(1);
+                (Tensor::randn(0f32, 1., s, &Device::Cpu).unwrap() * (2.0 / fan_in as f64).sqrt())
+                    .unwrap()
+            };
+            (n, t)
+        })
+        .chain([
+            (
+                "fc.weight".to_string(),
+                (Tensor::randn(0f32, 1., (1000, dim), &Device::Cpu).unwrap() * 0.05).unwrap(),
+            ),
+            (
+                "fc.bias".to_string(),
+                Tensor::randn(0f32, 1., 1000, &Device::Cpu).unwrap(),
+            ),
+        ])
+        .collect();
+    WeightMap::from_tensors(tensors, "synthetic".into(), None).unwrap()
+}
+
+#[test]
+fn cpu_engine_equals_candle_ops_for_resnet18_34_50() {
+    for (arch, layers, bottleneck) in [
+        (Architecture::ResNet18, [2, 2, 2, 2], false),
+        (Architecture::ResNet34, [3, 4, 6, 3], false),
+        (Architecture::ResNet50, [3, 4, 6, 3], true),
+    ] {
+        let w = random_resnet(layers, bottleneck);
+        let engine = Backbone::load(arch, &w, true, &Device::Cpu).unwrap();
+        let candle =
+            Backbone::load_with_engine(arch, &w, true, &Device::Cpu, Engine::Candle).unwrap();
+        // 3 images at two sizes: odd sizes exercise partial Winograd tiles and padding.
+        for size in [96, 75] {
+            let x = Tensor::randn(0f32, 1., (3, 3, size, size), &Device::Cpu).unwrap();
+            let (fe, le) = engine.forward(&x).unwrap();
+            let (fc, lc) = candle.forward(&x).unwrap();
+            let (ef, el) = (rel_err(&fe, &fc), rel_err(&le.unwrap(), &lc.unwrap()));
+            println!("{arch} {size}×{size}: engine vs candle features {ef:.2e}, logits {el:.2e}");
+            assert!(ef < 1e-5 && el < 1e-5, "{arch} {size}: {ef} {el}");
+        }
+    }
+}
+
+#[test]
+fn cpu_engine_equals_candle_ops_for_lite0() {
+    let w = WeightMap::from_file(
+        &shared("weights/efficientnet-lite0/efficientnet-lite0-57934424.pth"),
+        None,
+    )
+    .unwrap();
+    let arch = Architecture::EfficientNetLite0;
+    let engine = Backbone::load(arch, &w, false, &Device::Cpu).unwrap();
+    let candle = Backbone::load_with_engine(arch, &w, false, &Device::Cpu, Engine::Candle).unwrap();
+    for size in [64, 77] {
+        let x = Tensor::randn(0f32, 1., (2, 3, size, size), &Device::Cpu).unwrap();
+        let e = rel_err(&engine.features(&x).unwrap(), &candle.features(&x).unwrap());
+        println!("lite0 {size}×{size}: engine vs candle features {e:.2e}");
+        assert!(e < 1e-5, "{size}: {e}");
+    }
+}
+
+/// `Backbone` is public API: calling it from inside rayon tasks (as a user's own parallel loop
+/// would) must neither panic nor change the numbers.
+#[test]
+fn backbone_is_reentrant_from_inside_a_rayon_pool() {
+    use rayon::prelude::*;
+    let w = WeightMap::from_file(&shared("fixtures/resnet18/weights.safetensors"), None).unwrap();
+    let model = Backbone::load(Architecture::ResNet18, &w, false, &Device::Cpu).unwrap();
+    let x = Tensor::randn(0f32, 1., (2, 3, 64, 64), &Device::Cpu).unwrap();
+    let want = model.features(&x).unwrap().to_vec2::<f32>().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        let got: Vec<Vec<Vec<f32>>> = pool.install(|| {
+            (0..8)
+                .into_par_iter()
+                .map(|_| model.features(&x).unwrap().to_vec2::<f32>().unwrap())
+                .collect()
+        });
+        for g in got {
+            assert_eq!(g, want);
+        }
+    }
 }
