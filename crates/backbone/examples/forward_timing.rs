@@ -1,4 +1,9 @@
-//! Times the forward pass: `cargo run --release -p headstart-backbone --example forward_timing -- WEIGHTS ARCH BATCH`.
+//! Times the forward pass to pooled features:
+//! `cargo run --release -p headstart-backbone --example forward_timing -- WEIGHTS [ARCH] [BATCH] [PHOTO_DIR] [--reps N] [--json]`.
+//!
+//! Two warm-up batches, then `--reps` timed repetitions (default 5), each of at least 32
+//! images (`ceil(32 / BATCH)` batches); prints images/s as median, min and max. With PHOTO_DIR
+//! the batch is made of real photos through the eval transform, else random pixels.
 
 use std::time::Instant;
 
@@ -7,16 +12,17 @@ use headstart_backbone::weights::WeightMap;
 use headstart_backbone::{Architecture, Backbone};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let json = take_flag(&mut args, "--json");
+    let reps: usize = take_value(&mut args, "--reps")?.unwrap_or(5).max(1);
     let weights = args
-        .get(1)
-        .ok_or("usage: forward_timing WEIGHTS [ARCH] [BATCH] [PHOTO_DIR]")?;
-    let arch = Architecture::from_name(args.get(2).map(String::as_str).unwrap_or("resnet18"))?;
-    let batch: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(32);
+        .first()
+        .ok_or("usage: forward_timing WEIGHTS [ARCH] [BATCH] [PHOTO_DIR] [--reps N] [--json]")?;
+    let arch = Architecture::from_name(args.get(1).map(String::as_str).unwrap_or("resnet18"))?;
+    let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(32);
     let w = WeightMap::from_file(std::path::Path::new(weights), None)?;
     let model = Backbone::load(arch, &w, false, &Device::Cpu)?;
-    // Optional 4th argument: a folder of photos to use as the batch (else random pixels).
-    let x = match args.get(4) {
+    let x = match args.get(3) {
         Some(dir) => {
             let cfg = arch.config().preprocess;
             let mut files: Vec<_> = walk(std::path::Path::new(dir))?;
@@ -34,19 +40,56 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => Tensor::randn(0f32, 1., (batch, 3, 224, 224), &Device::Cpu)?,
     };
-    model.features(&x)?; // warm-up
-    let reps = 3;
-    let t = Instant::now();
-    for _ in 0..reps {
+    for _ in 0..2 {
         model.features(&x)?;
     }
-    let s = t.elapsed().as_secs_f64() / reps as f64;
-    println!(
-        "{arch}: batch {batch}: {:.3} s per batch, {:.1} images/s",
-        s,
-        batch as f64 / s
-    );
+    let iters = 32usize.div_ceil(batch);
+    let mut rates = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        for _ in 0..iters {
+            model.features(&x)?;
+        }
+        rates.push((iters * batch) as f64 / t.elapsed().as_secs_f64());
+    }
+    rates.sort_by(|a, b| a.total_cmp(b));
+    let median = if reps % 2 == 1 {
+        rates[reps / 2]
+    } else {
+        (rates[reps / 2 - 1] + rates[reps / 2]) / 2.0
+    };
+    let (min, max) = (rates[0], rates[reps - 1]);
+    if json {
+        println!(
+            "{{\"arch\":\"{arch}\",\"batch\":{batch},\"reps\":{reps},\"median\":{median:.2},\"min\":{min:.2},\"max\":{max:.2}}}"
+        );
+    } else {
+        println!(
+            "{arch}: batch {batch}: {median:.1} images/s (median of {reps}; min {min:.1}, max {max:.1})"
+        );
+    }
     Ok(())
+}
+
+fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
+    let before = args.len();
+    args.retain(|a| a != flag);
+    args.len() != before
+}
+
+fn take_value(
+    args: &mut Vec<String>,
+    flag: &str,
+) -> Result<Option<usize>, Box<dyn std::error::Error>> {
+    match args.iter().position(|a| a == flag) {
+        Some(i) if i + 1 < args.len() => {
+            let v = args.remove(i + 1).parse()?;
+            args.remove(i);
+            Ok(Some(v))
+        }
+        Some(_) => Err(format!("{flag} needs a value").into()),
+        None => Ok(None),
+    }
 }
 
 fn walk(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {

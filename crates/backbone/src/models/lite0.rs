@@ -260,17 +260,26 @@ impl EfficientNetLite0 {
                 head,
                 buffers,
             } => buffers.with(|bufs| {
-                let x = cpu::input_act(x, bufs)?;
-                let mut y = stem.forward(&x, None, bufs)?;
-                bufs.give(x);
-                for b in blocks {
-                    y = b.forward(y, bufs)?;
+                // A few images at a time through the whole network: its layers are
+                // memory-bound, so this is as fast as the full batch and needs a fraction of
+                // the memory.
+                let input = cpu::input_act(x, bufs)?;
+                let mut features = Vec::with_capacity(input.n);
+                for i0 in (0..input.n).step_by(cpu::MICRO_BATCH) {
+                    let i1 = (i0 + cpu::MICRO_BATCH).min(input.n);
+                    let part = input.images(i0, i1, bufs);
+                    let mut y = stem.forward(&part, None, bufs)?;
+                    bufs.give(part);
+                    for b in blocks {
+                        y = b.forward(y, bufs)?;
+                    }
+                    let h = head.forward(&y, None, bufs)?;
+                    bufs.give(y);
+                    features.push(cpu::pooled_features(&h)?);
+                    bufs.give(h);
                 }
-                let h = head.forward(&y, None, bufs)?;
-                bufs.give(y);
-                let f = cpu::pooled_features(&h);
-                bufs.give(h);
-                f
+                bufs.give(input);
+                Ok(Tensor::cat(&features, 0)?)
             }),
         }
     }

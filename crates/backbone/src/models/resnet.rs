@@ -279,18 +279,36 @@ impl ResNet {
                 buffers,
             } => {
                 return buffers.with(|bufs| {
-                    let x = cpu::input_act(x, bufs)?;
-                    let y = stem.forward(&x, None, bufs)?;
-                    bufs.give(x);
-                    let mut x = pool::max_pool_3x3_s2(&y, bufs)?;
-                    bufs.give(y);
+                    let input = cpu::input_act(x, bufs)?;
+                    // Stem and max-pool a few images at a time (the stem's 112×112×64 output
+                    // is the largest activation), into one pooled batch for the rest.
+                    let mut x: Option<Act> = None;
+                    for i0 in (0..input.n).step_by(cpu::MICRO_BATCH) {
+                        let i1 = (i0 + cpu::MICRO_BATCH).min(input.n);
+                        let part = input.images(i0, i1, bufs);
+                        let y = stem.forward(&part, None, bufs)?;
+                        bufs.give(part);
+                        let (ph, pw) = pool::max_pool_size(&y)?;
+                        let pooled = x.get_or_insert_with(|| Act {
+                            n: input.n,
+                            h: ph,
+                            w: pw,
+                            c: y.c,
+                            data: bufs.take(input.n * ph * pw * y.c),
+                        });
+                        let per = ph * pw * y.c;
+                        pool::max_pool_3x3_s2_into(&y, &mut pooled.data[i0 * per..i1 * per])?;
+                        bufs.give(y);
+                    }
+                    bufs.give(input);
+                    let mut x = x.ok_or_else(|| crate::Error::Input("an empty batch".into()))?;
                     for b in blocks {
                         x = b.forward(x, bufs)?;
                     }
                     let f = cpu::pooled_features(&x);
                     bufs.give(x);
                     f
-                })
+                });
             }
         };
         let x = stem.forward(x)?;

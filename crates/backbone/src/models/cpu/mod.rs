@@ -39,6 +39,20 @@ pub(crate) struct Act {
 }
 
 impl Act {
+    /// Images `i0 .. i1` of the batch, copied into a buffer from `bufs`.
+    pub fn images(&self, i0: usize, i1: usize, bufs: &mut Buffers) -> Act {
+        let per = self.h * self.w * self.c;
+        let mut data = bufs.take((i1 - i0) * per);
+        data.copy_from_slice(&self.data[i0 * per..i1 * per]);
+        Act {
+            n: i1 - i0,
+            h: self.h,
+            w: self.w,
+            c: self.c,
+            data,
+        }
+    }
+
     /// Lays out an `[N, C, H, W]` batch channels-last.
     pub fn from_nchw(
         src: &[f32],
@@ -237,6 +251,11 @@ impl SharedMut {
     }
 }
 
+/// Images per pass through the high-resolution layers: their activations are the largest (a
+/// 112×112 map of 96 channels is 4.8 MB per image), and beyond a few images a larger batch no
+/// longer helps those memory-bound layers — it only costs memory.
+pub(crate) const MICRO_BATCH: usize = 8;
+
 /// How many blocks of work to aim for per rayon thread (load balance vs per-block overhead).
 pub(crate) const BLOCKS_PER_THREAD: usize = 4;
 
@@ -308,6 +327,13 @@ pub(crate) mod test_util {
             .unwrap()
             .contiguous()
             .unwrap()
+    }
+
+    /// ‖a − b‖ / ‖b‖.
+    pub fn rel_l2(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().sqr().unwrap().sum_all().unwrap();
+        let n = b.sqr().unwrap().sum_all().unwrap();
+        (d.to_scalar::<f32>().unwrap() / n.to_scalar::<f32>().unwrap().max(1e-30)).sqrt()
     }
 
     /// Largest |a − b| relative to the largest |b|.

@@ -2,17 +2,42 @@
 
 use rayon::prelude::*;
 
-use super::{Act, Buffers};
+use super::Act;
+#[cfg(test)]
+use super::Buffers;
 use crate::{Error, Result};
 
 /// Max-pool 3×3, stride 2, padding 1 (ResNet's stem). Padding is ignored, as PyTorch's −∞
 /// padding is: every window holds at least one real pixel.
+#[cfg(test)]
 pub(crate) fn max_pool_3x3_s2(x: &Act, bufs: &mut Buffers) -> Result<Act> {
+    let (oh, ow) = max_pool_size(x)?;
+    let mut out = bufs.take(x.n * oh * ow * x.c);
+    max_pool_3x3_s2_into(x, &mut out)?;
+    Ok(Act {
+        n: x.n,
+        h: oh,
+        w: ow,
+        c: x.c,
+        data: out,
+    })
+}
+
+/// Output size of [`max_pool_3x3_s2`].
+pub(crate) fn max_pool_size(x: &Act) -> Result<(usize, usize)> {
     if x.h == 0 || x.w == 0 {
         return Err(Error::Input("max-pool of an empty image".into()));
     }
-    let (oh, ow, c) = ((x.h - 1) / 2 + 1, (x.w - 1) / 2 + 1, x.c);
-    let mut out = bufs.take(x.n * oh * ow * c);
+    Ok(((x.h - 1) / 2 + 1, (x.w - 1) / 2 + 1))
+}
+
+/// [`max_pool_3x3_s2`] into `out` (`[N, OH, OW, C]`).
+pub(crate) fn max_pool_3x3_s2_into(x: &Act, out: &mut [f32]) -> Result<()> {
+    let (oh, ow) = max_pool_size(x)?;
+    let c = x.c;
+    if out.len() != x.n * oh * ow * c {
+        return Err(Error::Input("max-pool output has the wrong size".into()));
+    }
     out.par_chunks_mut(ow * c).enumerate().for_each(|(r, dst)| {
         let (n, oy) = (r / oh, r % oh);
         let y0 = (2 * oy).saturating_sub(1);
@@ -32,13 +57,7 @@ pub(crate) fn max_pool_3x3_s2(x: &Act, bufs: &mut Buffers) -> Result<Act> {
             }
         }
     });
-    Ok(Act {
-        n: x.n,
-        h: oh,
-        w: ow,
-        c,
-        data: out,
-    })
+    Ok(())
 }
 
 /// Global average pooling → `[N, C]` (row-major).

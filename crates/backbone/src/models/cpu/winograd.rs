@@ -304,7 +304,7 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
-    use crate::models::cpu::test_util::{act_from, rel_max_diff, tensor_from};
+    use crate::models::cpu::test_util::{act_from, rel_l2, rel_max_diff, tensor_from};
 
     #[test]
     fn winograd_equals_direct_convolution() {
@@ -321,7 +321,9 @@ mod tests {
             (128, 256, 6, 9, 2, false),
         ] {
             let x = Tensor::randn(0f32, 1., (n, cin, h, w), &dev).unwrap();
-            let wt = Tensor::randn(0f32, 0.2, (cout, cin, 3, 3), &dev).unwrap();
+            // He-initialised filters, as in a trained network's scale.
+            let std = (2.0 / (9 * cin) as f32).sqrt();
+            let wt = Tensor::randn(0f32, std, (cout, cin, 3, 3), &dev).unwrap();
             let b = Tensor::randn(0f32, 1., cout, &dev).unwrap();
             let res = with_res.then(|| Tensor::randn(0f32, 1., (n, cout, h, w), &dev).unwrap());
             let op = WinogradConv::new(
@@ -344,8 +346,15 @@ mod tests {
                 want = (want + r).unwrap();
             }
             let want = want.relu().unwrap();
-            let diff = rel_max_diff(&tensor_from(&got), &want);
-            assert!(diff < 1e-5, "{cin}→{cout} {h}×{w}: rel diff {diff}");
+            // Winograd's transforms round more than a direct sum: bounded by a few 1e-6
+            // relative in L2 and a few 1e-5 in the worst element.
+            let got = tensor_from(&got);
+            let diff = rel_max_diff(&got, &want);
+            let l2 = rel_l2(&got, &want);
+            assert!(
+                diff < 5e-5 && l2 < 1e-5,
+                "{cin}→{cout} {h}×{w}: worst element {diff}, L2 {l2}"
+            );
         }
     }
 
