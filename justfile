@@ -41,6 +41,30 @@ eval *settings: build
 demo *settings: build
     scripts/flow.sh demo {{settings}}
 
-# Benchmarks: writes docs/benchmarks.md. Positional: DATA BACKBONE WEIGHTS.
+# Benchmarks → docs/benchmarks.md (quiet machine, ~15 min). Positional: DATA LITE0_WEIGHTS RESNET18_WEIGHTS.
+# REPS=N (default 3) sets the repetitions; PYTHON=/path/to/python with torch runs bench/reference.py in the same run.
 bench *args: build
     scripts/bench.sh {{args}}
+
+# PyTorch reference figures for the same work (needs torch + torchvision; skipped otherwise) → docs/benchmarks-reference.md
+bench-reference *args:
+    #!/usr/bin/env bash
+    # Python: $PYTHON, or a python=PATH word, else python3, e.g.
+    #   PYTHON=/work/torchvenv/bin/python just bench-reference --quick
+    # Other words go to bench/reference.py (--reps N, --json PATH, --out PATH, --quick, --help).
+    set -euo pipefail
+    py=${PYTHON:-python3}
+    rest=()
+    for a in {{args}}; do
+        case "$a" in python=*) py=${a#python=} ;; *) rest+=("$a") ;; esac
+    done
+    if ! "$py" -c 'import torch, torchvision' >/dev/null 2>&1; then
+        echo "bench-reference: skipped: '$py' cannot import torch and torchvision." >&2
+        echo "  Install them:  pip install torch torchvision   (for that python: $py -m pip install torch torchvision)" >&2
+        echo "  (CPU-only wheels: add --index-url https://download.pytorch.org/whl/cpu)" >&2
+        echo "  or point at a python that has them:  PYTHON=/path/to/venv/bin/python just bench-reference" >&2
+        exit 0
+    fi
+    via="${PYTHON:+PYTHON=$PYTHON }just bench-reference {{args}}"
+    export BENCH_REFERENCE_VIA="${via% }"
+    exec "$py" bench/reference.py ${rest[@]+"${rest[@]}"}
