@@ -19,7 +19,8 @@ name=$(basename "$data")
 cache=${cache:-cache/$name-$backbone}
 head=${head:-heads/$name-$backbone}
 images=${images:-$data}
-bin=target/release/headstart
+# Where cargo put the binary (CARGO_TARGET_DIR is honoured, as cargo does).
+bin=${CARGO_TARGET_DIR:-target}/release/headstart
 wflag=(); [ -n "$weights" ] && wflag=(--weights "$weights")
 
 sample() { find "$1" -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) | sort | awk 'NR % 40 == 1' | head -16; }

@@ -231,7 +231,7 @@ fn serve(mut stream: TcpStream, files: &HashMap<String, (Vec<u8>, Quirk)>) -> Op
 /// A valid safetensors file holding `fc.bias = [1.5, -2.0]` (f32).
 fn tiny_safetensors() -> Vec<u8> {
     let mut header = br#"{"fc.bias":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#.to_vec();
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     let mut out = (header.len() as u64).to_le_bytes().to_vec();

@@ -48,8 +48,8 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// Another process holds the cache lock.
-    #[error("{}: locked by another headstart process ({holder}); wait for it to finish, or remove the lock file if that process is gone", path.display())]
+    /// Another process holds the directory's lock (a writer, or readers while we want to write).
+    #[error("{}: in use by another headstart process ({holder}); wait for it to finish (the lock is released when that process exits, however it exits)", path.display())]
     Locked {
         /// The lock file.
         path: PathBuf,

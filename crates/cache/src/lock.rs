@@ -1,104 +1,150 @@
-//! An advisory lock file (`.lock`) so that two runs never write the same directory.
+//! Directory locks (`.headstart.lock`) so that two runs never write the same directory and a
+//! reader never trains on a cache that is still being written.
+//!
+//! The lock is the kernel's (`flock` through `std::fs::File::try_lock`): it belongs to the open
+//! file and dies with the process, so there is no stale lock to judge and no window between
+//! "judged stale" and "removed" in which a second writer can slip in. The file itself stays; the
+//! holder's pid and command line are written into it only to name the holder in messages.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::Path;
 
 use crate::{Error, Result};
 
 /// The lock file name inside a locked directory.
 pub const LOCK_FILE: &str = ".headstart.lock";
 
-/// Holds the lock of a directory until dropped.
+/// Holds a directory's lock until dropped: exclusive for a writer, shared for readers.
 #[derive(Debug)]
 pub struct DirLock {
-    path: PathBuf,
+    file: Option<File>,
+    exclusive: bool,
 }
 
-/// Whether the process with this pid is alive (Linux: `/proc/PID` exists).
-fn pid_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
+fn holder_of(path: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let _ = f.read_to_string(&mut s);
     }
-    #[cfg(target_os = "linux")]
-    {
-        Path::new(&format!("/proc/{pid}")).exists()
+    let s = s.trim();
+    if s.is_empty() {
+        "another process (it has not written its name yet)".into()
+    } else {
+        s.to_string()
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        true
+}
+
+/// Removes `.headstart.lock-pending-PID` files that an earlier version left behind when killed.
+fn clean_pending(dir: &Path) {
+    let prefix = format!("{LOCK_FILE}-pending-");
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
     }
 }
 
 impl DirLock {
-    /// Takes the lock of `dir` (which must exist). Fails at once if a live process holds it;
-    /// a lock left by a dead process is taken over and a warning returned.
+    /// Takes the exclusive (writer's) lock of `dir`, which must exist. Fails at once, naming
+    /// the holder, if another process holds the lock in either mode. The second value is a
+    /// note for the user, if any (kept for callers that print one; there are none today).
     pub fn acquire(dir: &Path) -> Result<(Self, Option<String>)> {
         let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    holder: holder_of(&path),
+                    path,
+                })
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        clean_pending(dir);
         let me = format!(
             "pid {} ({})",
             std::process::id(),
             std::env::args().collect::<Vec<_>>().join(" ")
         );
-        // The lock appears with its content already in it (a hard link to a written temp file),
-        // so another process never reads an empty lock and mistakes it for a stale one.
-        let tmp = dir.join(format!("{LOCK_FILE}-pending-{}", std::process::id()));
-        let write_tmp = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            f.write_all(me.as_bytes())?;
-            f.sync_all()
+        let write = |mut f: &File| -> std::io::Result<()> {
+            f.set_len(0)?;
+            f.rewind()?;
+            f.write_all(me.as_bytes())
         };
-        write_tmp().map_err(|e| Error::io(&tmp, e))?;
-        let result = Self::link(&tmp, path);
-        let _ = fs::remove_file(&tmp);
-        result
+        write(&file).map_err(|e| Error::io(&path, e))?;
+        Ok((
+            Self {
+                file: Some(file),
+                exclusive: true,
+            },
+            None,
+        ))
     }
 
-    fn link(tmp: &Path, path: PathBuf) -> Result<(Self, Option<String>)> {
-        let mut warning = None;
-        for _ in 0..3 {
-            match fs::hard_link(tmp, &path) {
-                Ok(()) => return Ok((Self { path }, warning)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = fs::read_to_string(&path).unwrap_or_default();
-                    let pid = holder
-                        .strip_prefix("pid ")
-                        .and_then(|s| s.split_whitespace().next())
-                        .and_then(|s| s.parse::<u32>().ok());
-                    match pid {
-                        Some(pid) if pid_alive(pid) => return Err(Error::Locked { path, holder }),
-                        _ => {
-                            warning =
-                                Some(format!(
-                                "{}: taking over a stale lock left by a process that is gone ({})",
-                                path.display(),
-                                if holder.is_empty() { "unreadable" } else { holder.trim() }
-                            ));
-                            match fs::remove_file(&path) {
-                                Ok(()) => {}
-                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                                Err(e) => return Err(Error::io(&path, e)),
-                            }
-                        }
-                    }
+    /// Takes a shared (reader's) lock of `dir`: any number of readers, no writer. Fails at once,
+    /// naming the writer, if a writer holds the lock. A directory without a lock file that cannot
+    /// be written (a read-only copy) has no writer either, and is read without a lock.
+    pub fn acquire_shared(dir: &Path) -> Result<Self> {
+        let path = dir.join(LOCK_FILE);
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+        {
+            Ok(f) => f,
+            // Read-only filesystem or directory: an existing lock file can still be locked
+            // through a read-only handle; no lock file means nobody can be writing there.
+            Err(_) => match File::open(&path) {
+                Ok(f) => f,
+                Err(_) => {
+                    return Ok(Self {
+                        file: None,
+                        exclusive: false,
+                    })
                 }
-                Err(e) => return Err(Error::io(&path, e)),
-            }
+            },
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(Self {
+                file: Some(file),
+                exclusive: false,
+            }),
+            Err(TryLockError::WouldBlock) => Err(Error::Locked {
+                holder: holder_of(&path),
+                path,
+            }),
+            Err(TryLockError::Error(e)) => Err(Error::io(&path, e)),
         }
-        Err(Error::Locked {
-            path,
-            holder: "another process keeps re-creating the lock".into(),
-        })
+    }
+
+    /// Whether this is the writer's lock.
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
     }
 }
 
 impl Drop for DirLock {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        if let Some(f) = self.file.take() {
+            if self.exclusive {
+                // Clear the name so that a later reader's message does not name a process that
+                // is gone; the file stays (removing it would let two processes lock two files).
+                let _ = f.set_len(0);
+            }
+            let _ = f.unlock();
+        }
     }
 }
 
@@ -121,11 +167,57 @@ mod tests {
     }
 
     #[test]
-    fn stale_lock_is_taken_over_with_a_warning() {
+    fn a_dead_writers_lock_file_is_no_lock() {
         let d = tempfile::tempdir().unwrap();
-        // pid_max on Linux is at most 2^22, so this pid cannot exist.
+        // What a killed writer leaves: the file with its name, but no kernel lock.
         fs::write(d.path().join(LOCK_FILE), "pid 99999999 (headstart extract)").unwrap();
+        fs::write(d.path().join(format!("{LOCK_FILE}-pending-99999999")), "x").unwrap();
         let (_lock, warn) = DirLock::acquire(d.path()).unwrap();
-        assert!(warn.unwrap().contains("stale lock"));
+        assert!(warn.is_none());
+        assert!(!d
+            .path()
+            .join(format!("{LOCK_FILE}-pending-99999999"))
+            .exists());
+    }
+
+    #[test]
+    fn readers_share_and_exclude_the_writer() {
+        let d = tempfile::tempdir().unwrap();
+        let r1 = DirLock::acquire_shared(d.path()).unwrap();
+        let r2 = DirLock::acquire_shared(d.path()).unwrap();
+        assert!(DirLock::acquire(d.path()).is_err());
+        drop((r1, r2));
+        let (w, _) = DirLock::acquire(d.path()).unwrap();
+        let err = DirLock::acquire_shared(d.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(w);
+        assert!(DirLock::acquire_shared(d.path()).is_ok());
+    }
+
+    /// Many threads racing for one directory whose lock file names a dead process (each open
+    /// is its own lock owner, as two processes would be): exactly one wins each round. The
+    /// read-judge-unlink scheme this replaced let two "take over" such a lock.
+    #[test]
+    fn exactly_one_of_many_racing_writers_gets_the_lock() {
+        let d = tempfile::tempdir().unwrap();
+        for _ in 0..50 {
+            fs::write(d.path().join(LOCK_FILE), "pid 99999999 (headstart extract)").unwrap();
+            let barrier = std::sync::Barrier::new(8);
+            let locks: Vec<Option<DirLock>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            DirLock::acquire(d.path()).ok().map(|(l, _)| l)
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert_eq!(locks.iter().filter(|l| l.is_some()).count(), 1);
+        }
     }
 }

@@ -126,8 +126,11 @@ impl CacheSettings {
 pub enum Split {
     /// From a `train/` folder.
     Train,
-    /// From a `val/` (or `test/`) folder.
+    /// From a `val/` folder (or a `test/` folder when there is no `val/`).
     Val,
+    /// From a `test/` folder beside `train/` and `val/`: kept out of training and validation,
+    /// scored by `eval --split test`.
+    Test,
 }
 
 /// What happened to an image.

@@ -6,6 +6,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::lock::DirLock;
 use crate::manifest::{FeatureDType, ImageStatus, Manifest, ShardEntry};
 use crate::{Error, Result};
 
@@ -59,6 +60,9 @@ pub struct FeatureCache {
     pub dir: PathBuf,
     /// The parsed manifest.
     pub manifest: Manifest,
+    /// The reader's shared lock, held while this (or a clone) is alive, so that no extract
+    /// writes the cache meanwhile.
+    _lock: Option<std::sync::Arc<DirLock>>,
 }
 
 struct ShardData {
@@ -76,10 +80,22 @@ impl FeatureCache {
                 path: dir.to_path_buf(),
             });
         }
+        // A shared lock: fails at once, naming the writer, while an extract is writing here.
+        let lock = DirLock::acquire_shared(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest: Manifest::read(dir)?,
+            _lock: Some(std::sync::Arc::new(lock)),
         })
+    }
+
+    /// A view of a cache whose lock the caller already holds (the writer's own checks).
+    pub(crate) fn unlocked(dir: &Path, manifest: Manifest) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            _lock: None,
+        }
     }
 
     /// sha256 of `manifest.json` as stored (for provenance records).

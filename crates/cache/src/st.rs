@@ -108,7 +108,7 @@ pub fn serialize(
         offset = end;
     }
     let mut header_bytes = serde_json::to_vec(&Value::Object(header)).map_err(|e| e.to_string())?;
-    while header_bytes.len() % 8 != 0 {
+    while !header_bytes.len().is_multiple_of(8) {
         header_bytes.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + header_bytes.len() + offset);

@@ -334,10 +334,7 @@ fn encode_shard(b: &ShardBuffer, s: &CacheSettings) -> std::result::Result<Vec<u
 /// Drops the first shard that fails verification and everything recorded after it, as if the run
 /// had been killed just before writing it: the next run recomputes exactly that part.
 fn repair(dir: &Path, mut m: Manifest, warnings: &mut Vec<String>) -> Result<Manifest> {
-    let cache = FeatureCache {
-        dir: dir.to_path_buf(),
-        manifest: m.clone(),
-    };
+    let cache = FeatureCache::unlocked(dir, m.clone());
     let problems = cache.verify();
     let Some(first_bad) = m
         .shards

@@ -334,3 +334,164 @@ fn extract_train_predict_eval_end_to_end_with_lite0() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("shard-00000.safetensors"));
 }
+
+/// The layouts and settings that broke promises under attack (issue 11): split folders, a cache
+/// inside the data folder, a class whose only file is broken, a diverging learning rate, an
+/// output folder with foreign files.
+#[test]
+fn adversarial_layouts_and_settings_get_clear_outcomes() {
+    let d = tempfile::tempdir().unwrap();
+    let w = lite0().display().to_string();
+    // data/{train,val,test}/<class>/: 3 + 2 + 2 photos per class.
+    let data = d.path().join("data");
+    for (split, range) in [("train", 0..3), ("val", 3..5), ("test", 5..7)] {
+        link_subset(&data.join(split), range);
+    }
+    let data_s = data.display().to_string();
+    // The cache inside the data folder, extracted twice: never a class of its own.
+    let cache = data.join("cache");
+    let cache_s = cache.display().to_string();
+    let extract = |cache: &str| {
+        ok(&[
+            "extract",
+            &data_s,
+            "--cache",
+            cache,
+            "--backbone",
+            "efficientnet-lite0",
+            "--weights",
+            &w,
+            "--views",
+            "0",
+            "--json",
+            "--quiet",
+        ])
+    };
+    extract(&cache_s);
+    let v: Value = serde_json::from_str(&extract(&cache_s)).unwrap();
+    assert_eq!(v["images_ok"], 35, "{v}");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(cache.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["classes"],
+        serde_json::json!(CLASSES),
+        "{manifest}"
+    );
+    let head = d.path().join("head");
+    let head_s = head.display().to_string();
+    ok(&[
+        "train-head",
+        "--cache",
+        &cache_s,
+        "--out",
+        &head_s,
+        "--json",
+    ]);
+    let val: Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--head",
+        &head_s,
+        "--weights",
+        &w,
+        &data_s,
+        "--json",
+    ]))
+    .unwrap();
+    let test: Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--head",
+        &head_s,
+        "--weights",
+        &w,
+        &data_s,
+        "--split",
+        "test",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        (val["n"].as_u64(), test["n"].as_u64()),
+        (Some(10), Some(10))
+    );
+
+    // A diverging learning rate stops with the epoch, leaving the previous head whole.
+    let before = std::fs::read(head.join("head.safetensors")).unwrap();
+    let out = headstart(&[
+        "train-head",
+        "--cache",
+        &cache_s,
+        "--out",
+        &head_s,
+        "--lr",
+        "1e38",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("diverged"), "{err}");
+    assert_eq!(
+        std::fs::read(head.join("head.safetensors")).unwrap(),
+        before
+    );
+    assert!(
+        headstart(&[
+            "train-head",
+            "--cache",
+            &cache_s,
+            "--out",
+            &head_s,
+            "--lr",
+            "1e39"
+        ])
+        .status
+        .code()
+            == Some(2)
+    );
+
+    // --out with someone else's files: refused before anything is replaced.
+    let busy = d.path().join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    std::fs::write(busy.join("thesis.tex"), b"x").unwrap();
+    let out = headstart(&[
+        "train-head",
+        "--cache",
+        &cache_s,
+        "--out",
+        &busy.display().to_string(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(busy.join("thesis.tex").exists());
+
+    // A class whose only file is broken: extract says so; train-head refuses, naming it.
+    let flat = d.path().join("flat");
+    link_subset(&flat, 0..3);
+    std::fs::create_dir_all(flat.join("weeds")).unwrap();
+    std::fs::write(flat.join("weeds/broken.jpg"), b"not a jpeg").unwrap();
+    let c2 = d.path().join("c2").display().to_string();
+    let out = headstart(&[
+        "extract",
+        &flat.display().to_string(),
+        "--cache",
+        &c2,
+        "--backbone",
+        "efficientnet-lite0",
+        "--weights",
+        &w,
+        "--views",
+        "0",
+        "--quiet",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("weeds"));
+    let out = headstart(&[
+        "train-head",
+        "--cache",
+        &c2,
+        "--out",
+        &d.path().join("h2").display().to_string(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("weeds"), "{err}");
+}

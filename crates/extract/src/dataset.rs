@@ -67,6 +67,34 @@ fn is_hidden(name: &std::ffi::OsStr) -> bool {
     os_bytes(name).first() == Some(&b'.')
 }
 
+/// The image format a file's first bytes announce (JPEG, PNG, GIF, BMP, WebP, TIFF, HEIF),
+/// whatever its name says.
+pub fn sniff_image(path: &Path) -> Option<&'static str> {
+    let mut head = [0u8; 12];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .ok()?;
+    let h = &head[..n];
+    let kind = if h.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        "jpeg"
+    } else if h.starts_with(b"\x89PNG") {
+        "png"
+    } else if h.starts_with(b"GIF8") {
+        "gif"
+    } else if h.starts_with(b"BM") && n >= 6 {
+        "bmp"
+    } else if h.starts_with(b"RIFF") && n >= 12 && &h[8..12] == b"WEBP" {
+        "webp"
+    } else if h.starts_with(b"II*\0") || h.starts_with(b"MM\0*") {
+        "tiff"
+    } else if n >= 12 && &h[4..8] == b"ftyp" {
+        "heif"
+    } else {
+        return None;
+    };
+    Some(kind)
+}
+
 /// True if the file name has an image extension.
 pub fn has_image_extension(name: &std::ffi::OsStr) -> bool {
     Path::new(name)
@@ -85,16 +113,99 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(OsString, PathBuf)>> {
     Ok(v)
 }
 
-fn class_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+fn class_dirs(dir: &Path, skip: &Skip) -> Result<Vec<(String, PathBuf)>> {
     Ok(sorted_entries(dir)?
         .into_iter()
-        .filter(|(n, p)| !is_hidden(n) && p.is_dir())
+        .filter(|(n, p)| !is_hidden(n) && p.is_dir() && !skip.skips(p))
         .map(|(n, p)| (n.to_string_lossy().into_owned(), p))
         .collect())
 }
 
+/// Folders a scan does not enter: headstart's outputs, and the ones the caller names.
+struct Skip {
+    excluded: Vec<PathBuf>,
+}
+
+impl Skip {
+    fn skips(&self, dir: &Path) -> bool {
+        is_headstart_output(dir)
+            || (!self.excluded.is_empty()
+                && std::fs::canonicalize(dir).is_ok_and(|c| self.excluded.contains(&c)))
+    }
+}
+
+/// Whether `dir` is headstart's own output (a feature cache or a head), never to be scanned as
+/// data even inside the data folder: it holds headstart's lock file, a head, or a cache manifest.
+pub fn is_headstart_output(dir: &Path) -> bool {
+    if dir.join(headstart_cache::lock::LOCK_FILE).is_file()
+        || dir.join("head.safetensors").is_file()
+    {
+        return true;
+    }
+    let mut head = [0u8; 4096];
+    let n = std::fs::File::open(dir.join("manifest.json"))
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    let marker = headstart_cache::manifest::FORMAT.as_bytes();
+    head[..n].windows(marker.len()).any(|w| w == marker)
+}
+
+/// The folders to scan and their split: `train/` + `val/` (+ optional `test/`), or the root.
+fn split_roots(
+    root: &Path,
+    names: &[&str],
+    notes: &mut Vec<String>,
+) -> std::result::Result<Vec<(Option<Split>, PathBuf)>, String> {
+    const SPLITS: [&str; 3] = ["train", "val", "test"];
+    let present: Vec<&str> = SPLITS.into_iter().filter(|s| names.contains(s)).collect();
+    if present.is_empty() {
+        return Ok(vec![(None, root.to_path_buf())]);
+    }
+    let others: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !SPLITS.contains(n))
+        .collect();
+    let layout_help = format!(
+        "use either {0}/train/<class>/ + {0}/val/<class>/ (and optionally {0}/test/<class>/), or {0}/<class>/",
+        root.display()
+    );
+    if !others.is_empty() {
+        return Err(format!(
+            "mixes split folders ({}) with other folders ({}); {layout_help}",
+            present.join(", "),
+            others.join(", ")
+        ));
+    }
+    if !present.contains(&"train") {
+        return Err(format!(
+            "has {} but no train/ folder; {layout_help}",
+            present.join(" and ")
+        ));
+    }
+    if present == ["train"] {
+        return Err(format!(
+            "has only a train/ folder: pass {}/train as the data folder, or add {}/val/<class>/ for validation",
+            root.display(),
+            root.display()
+        ));
+    }
+    let mut roots = vec![(Some(Split::Train), root.join("train"))];
+    if present.contains(&"val") {
+        roots.push((Some(Split::Val), root.join("val")));
+        if present.contains(&"test") {
+            roots.push((Some(Split::Test), root.join("test")));
+        }
+    } else {
+        notes.push("no val/ folder: test/ is the validation split".into());
+        roots.push((Some(Split::Val), root.join("test")));
+    }
+    Ok(roots)
+}
+
 /// Collects image files under `dir` recursively (following symlinks, never looping).
 fn walk(
+    skip: &Skip,
     dir: &Path,
     rel: &[u8],
     visited: &mut HashSet<PathBuf>,
@@ -133,8 +244,15 @@ fn walk(
         r.extend_from_slice(&os_bytes(&name));
         // metadata() follows symlinks; a dangling link or a loop errors here.
         match std::fs::metadata(&path) {
-            Ok(m) if m.is_dir() => walk(&path, &r, visited, out, notes),
+            Ok(m) if m.is_dir() && skip.skips(&path) => notes.push(format!(
+                "{}: a headstart cache or head folder, not scanned as images",
+                path.display()
+            )),
+            Ok(m) if m.is_dir() => walk(skip, &path, &r, visited, out, notes),
             Ok(m) if m.is_file() && has_image_extension(&name) => out.push((r, path)),
+            // Unlisted extensions (.jfif, .jpe, a .heic that is really a JPEG, no extension):
+            // decided by content, so that the decoder reads them or names why it cannot.
+            Ok(m) if m.is_file() && sniff_image(&path).is_some() => out.push((r, path)),
             Ok(_) => {}
             Err(e) => notes.push(format!("{}: {e}; skipped", path.display())),
         }
@@ -144,6 +262,18 @@ fn walk(
 impl Dataset {
     /// Scans `root` as an ImageFolder (optionally with `train/` and `val/` or `test/` splits).
     pub fn scan(root: &Path) -> Result<Self> {
+        Self::scan_excluding(root, &[])
+    }
+
+    /// [`Dataset::scan`], never entering the folders in `exclude` (e.g. the cache being
+    /// written, when it sits inside the data folder).
+    pub fn scan_excluding(root: &Path, exclude: &[&Path]) -> Result<Self> {
+        let skip = Skip {
+            excluded: exclude
+                .iter()
+                .filter_map(|p| std::fs::canonicalize(p).ok())
+                .collect(),
+        };
         let layout = |reason: String| Error::Layout {
             path: root.to_path_buf(),
             reason,
@@ -158,30 +288,31 @@ impl Dataset {
                 "is not a directory; pass the folder that holds one sub-folder per class".into(),
             ));
         }
-        let top = class_dirs(root)?;
+        let top = class_dirs(root, &skip)?;
+        let mut notes = Vec::new();
         let names: Vec<&str> = top.iter().map(|(n, _)| n.as_str()).collect();
-        let val_name = ["val", "test"].into_iter().find(|v| names.contains(v));
-        let split_roots: Vec<(Option<Split>, PathBuf)> = match (names.contains(&"train"), val_name)
-        {
-            (true, Some(v)) if names.len() == 2 => {
-                vec![
-                    (Some(Split::Train), root.join("train")),
-                    (Some(Split::Val), root.join(v)),
-                ]
-            }
-            _ => vec![(None, root.to_path_buf())],
-        };
+        let split_roots = split_roots(root, &names, &mut notes).map_err(layout)?;
         let has_split = split_roots[0].0.is_some();
         let mut classes: Vec<String> = Vec::new();
-        for (_, r) in &split_roots {
-            for (n, _) in class_dirs(r)? {
-                if !classes.contains(&n) {
-                    classes.push(n);
+        // Each root's class folders with their real paths: a folder whose name is not UTF-8
+        // keeps its raw name on disk and is shown (and recorded) with U+FFFD in its class name.
+        let mut listed = Vec::with_capacity(split_roots.len());
+        for (split, r) in &split_roots {
+            let dirs = class_dirs(r, &skip)?;
+            for (n, p) in &dirs {
+                if !classes.contains(n) {
+                    classes.push(n.clone());
+                }
+                if n.contains(char::REPLACEMENT_CHARACTER) {
+                    notes.push(format!(
+                        "{}: folder name is not valid UTF-8; its class is shown as \"{n}\"",
+                        p.display()
+                    ));
                 }
             }
+            listed.push((*split, r.clone(), dirs));
         }
         classes.sort();
-        let mut notes = Vec::new();
         if classes.is_empty() {
             let loose = sorted_entries(root)?
                 .iter()
@@ -197,24 +328,24 @@ impl Dataset {
         }
         let mut items = Vec::new();
         let mut visited = HashSet::new();
-        for (split, r) in &split_roots {
+        for (split, r, dirs) in &listed {
             let split_prefix = if split.is_some() {
                 os_bytes(r.file_name().unwrap_or_default())
             } else {
                 Vec::new()
             };
-            for (label, class) in classes.iter().enumerate() {
-                let dir = r.join(class);
-                if !dir.is_dir() {
-                    continue;
-                }
+            for (class, dir) in dirs {
+                let label = classes
+                    .iter()
+                    .position(|c| c == class)
+                    .expect("every listed class is in the class list");
                 let mut rel = split_prefix.clone();
                 if !rel.is_empty() {
                     rel.push(b'/');
                 }
-                rel.extend_from_slice(&os_bytes(std::ffi::OsStr::new(class)));
+                rel.extend_from_slice(&os_bytes(dir.file_name().unwrap_or_default()));
                 let mut files = Vec::new();
-                walk(&dir, &rel, &mut visited, &mut files, &mut notes);
+                walk(&skip, dir, &rel, &mut visited, &mut files, &mut notes);
                 for (rel_bytes, path) in files {
                     items.push(DatasetItem {
                         rel_path: String::from_utf8_lossy(&rel_bytes).into_owned(),
@@ -302,6 +433,109 @@ mod tests {
     }
 
     #[test]
+    fn train_val_test_are_splits_not_classes() {
+        let d = tempfile::tempdir().unwrap();
+        for p in [
+            "train/cat/1.jpg",
+            "train/dog/2.jpg",
+            "val/cat/3.jpg",
+            "val/dog/4.jpg",
+            "test/cat/5.jpg",
+            "test/dog/6.jpg",
+        ] {
+            let p = d.path().join(p);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, b"x").unwrap();
+        }
+        let ds = Dataset::scan(d.path()).unwrap();
+        assert_eq!(ds.classes, vec!["cat", "dog"]);
+        let split = |rel: &str| ds.items.iter().find(|i| i.rel_path == rel).unwrap().split;
+        assert_eq!(split("train/cat/1.jpg"), Some(Split::Train));
+        assert_eq!(split("val/dog/4.jpg"), Some(Split::Val));
+        assert_eq!(split("test/cat/5.jpg"), Some(Split::Test));
+        // Split folders beside class folders: refused, with the two layouts.
+        fs::create_dir_all(d.path().join("daisy")).unwrap();
+        fs::write(d.path().join("daisy/7.jpg"), b"x").unwrap();
+        let err = Dataset::scan(d.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("mixes split folders") && err.contains("daisy"),
+            "{err}"
+        );
+        // train/ alone: refused with the fix.
+        let e = tempfile::tempdir().unwrap();
+        fs::create_dir_all(e.path().join("train/cat")).unwrap();
+        fs::write(e.path().join("train/cat/1.jpg"), b"x").unwrap();
+        let err = Dataset::scan(e.path()).unwrap_err().to_string();
+        assert!(err.contains("only a train/ folder"), "{err}");
+    }
+
+    #[test]
+    fn headstart_outputs_inside_the_data_folder_are_not_data() {
+        let d = tempfile::tempdir().unwrap();
+        for p in [
+            "cat/1.jpg",
+            "dog/2.jpg",
+            "dog/cache/shard.jpg",
+            "cache/x.jpg",
+        ] {
+            let p = d.path().join(p);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, b"x").unwrap();
+        }
+        fs::write(
+            d.path().join("cache/manifest.json"),
+            br#"{"format": "headstart-feature-cache"}"#,
+        )
+        .unwrap();
+        fs::write(d.path().join("cat/manifest.json"), b"{}").unwrap(); // a user's own file
+        fs::write(
+            d.path()
+                .join("dog/cache")
+                .join(headstart_cache::lock::LOCK_FILE),
+            b"",
+        )
+        .unwrap();
+        let ds = Dataset::scan(d.path()).unwrap();
+        assert_eq!(ds.classes, vec!["cat", "dog"]);
+        let rels: Vec<&str> = ds.items.iter().map(|i| i.rel_path.as_str()).collect();
+        assert_eq!(rels, vec!["cat/1.jpg", "dog/2.jpg"]);
+        assert!(ds.notes.iter().any(|n| n.contains("not scanned")));
+    }
+
+    #[test]
+    fn unlisted_extensions_are_decided_by_content() {
+        let d = tempfile::tempdir().unwrap();
+        let jpeg = [
+            0xFFu8, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F', 0, 1,
+        ];
+        for (p, bytes) in [
+            ("cat/a.jfif", &jpeg[..]),
+            ("cat/b.jpe", &jpeg[..]),
+            ("cat/c.heic", &jpeg[..]),
+            ("cat/d", &b"\0\0\0\x18ftypheic\0\0\0\0"[..]),
+            ("cat/notes.txt", &b"just text"[..]),
+            ("dog/e.jpg", &jpeg[..]),
+        ] {
+            let p = d.path().join(p);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, bytes).unwrap();
+        }
+        let ds = Dataset::scan(d.path()).unwrap();
+        let rels: Vec<&str> = ds.items.iter().map(|i| i.rel_path.as_str()).collect();
+        // The real HEIF file is listed too: the decoder then names why it is skipped.
+        assert_eq!(
+            rels,
+            vec![
+                "cat/a.jfif",
+                "cat/b.jpe",
+                "cat/c.heic",
+                "cat/d",
+                "dog/e.jpg"
+            ]
+        );
+    }
+
+    #[test]
     fn loose_images_give_a_layout_hint() {
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join("a.jpg"), b"x").unwrap();
@@ -311,6 +545,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_class_folders_keep_their_images() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let odd = d.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+        fs::create_dir_all(&odd).unwrap();
+        fs::write(odd.join("1.jpg"), b"x").unwrap();
+        fs::create_dir_all(d.path().join("dog")).unwrap();
+        fs::write(d.path().join("dog/2.jpg"), b"x").unwrap();
+        let ds = Dataset::scan(d.path()).unwrap();
+        assert_eq!(ds.classes, vec!["caf\u{FFFD}", "dog"]);
+        assert_eq!(ds.items.len(), 2);
+        assert_eq!(ds.items[0].rel_bytes, b"caf\xe9/1.jpg");
+        assert_eq!(ds.items[0].path, odd.join("1.jpg"));
+        assert!(ds.notes.iter().any(|n| n.contains("not valid UTF-8")));
     }
 
     #[cfg(unix)]

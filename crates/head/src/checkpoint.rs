@@ -141,7 +141,13 @@ impl HeadCheckpoint {
                 "{c} classes and feature width {d}: a head needs at least 2 classes and 1 feature"
             )));
         }
-        let head = LinearHead::from_vecs(f32s("weight", &[c, d])?, f32s("bias", &[c])?, c, d)?;
+        let (weight, bias) = (f32s("weight", &[c, d])?, f32s("bias", &[c])?);
+        if let Some(v) = weight.iter().chain(&bias).find(|v| !v.is_finite()) {
+            return Err(bad(format!(
+                "the head holds a non-finite weight ({v}); it came from a diverged training run — train it again with a smaller learning rate"
+            )));
+        }
+        let head = LinearHead::from_vecs(weight, bias, c, d)?;
         Ok(Self { head, meta })
     }
 
@@ -208,5 +214,26 @@ mod tests {
         for cut in (0..bytes.len()).step_by(61) {
             assert!(HeadCheckpoint::from_bytes(&bytes[..cut], Path::new("h")).is_err());
         }
+    }
+
+    #[test]
+    fn a_head_with_nan_weights_is_refused() {
+        let mut w = vec![0.1f32; 3 * 8];
+        w[5] = f32::NAN;
+        let ck = HeadCheckpoint {
+            head: LinearHead::from_vecs(w, vec![0.0; 3], 3, 8).unwrap(),
+            meta: HeadMetadata {
+                classes: vec!["a".into(), "b".into(), "c".into()],
+                backbone: Architecture::EfficientNetLite0.config(),
+                weights_sha256: "00".repeat(32),
+                feature_dim: 8,
+                training: serde_json::json!({}),
+                val_metrics: serde_json::json!({}),
+            },
+        };
+        let err = HeadCheckpoint::from_bytes(&ck.to_bytes().unwrap(), Path::new("h"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("non-finite"), "{err}");
     }
 }

@@ -25,6 +25,16 @@ pub enum Error {
     /// The data cannot be trained on (too few images, a class with none).
     #[error("{0}")]
     Data(String),
+    /// Training stopped because the loss or the weights stopped being finite.
+    #[error("training diverged in epoch {epoch}: the loss is {loss} (not finite) with learning rate {lr}; a smaller learning rate will train")]
+    Diverged {
+        /// The epoch (1-based) where it happened.
+        epoch: usize,
+        /// The epoch's mean training loss.
+        loss: f64,
+        /// The learning rate used.
+        lr: f64,
+    },
     /// A head file is missing, damaged or not a head.
     #[error("{}: {reason}", path.display())]
     BadHead {

@@ -267,6 +267,11 @@ pub fn train_lbfgs(
         }
     };
     let (head, _, iterations, converged, objective) = fit(train, classes, l2, None, p)?;
+    if !objective.is_finite() || !head.is_finite()? {
+        return Err(Error::Data(format!(
+            "L-BFGS ended with a non-finite objective ({objective}) at L2 {l2}: the features hold non-finite values or the penalty is too small"
+        )));
+    }
     Ok((
         head,
         LbfgsReport {

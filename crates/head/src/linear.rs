@@ -40,6 +40,17 @@ impl LinearHead {
         })
     }
 
+    /// Whether every weight and bias is finite (a diverged run's are not).
+    pub fn is_finite(&self) -> Result<bool> {
+        let finite = |t: &Tensor| -> Result<bool> {
+            Ok(t.flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .all(|v| v.is_finite()))
+        };
+        Ok(finite(&self.weight)? && finite(&self.bias)?)
+    }
+
     /// Number of classes.
     pub fn classes(&self) -> usize {
         self.bias.dims()[0]

@@ -66,8 +66,13 @@ impl SgdParams {
     /// Validates once; training code relies on the result.
     pub fn check(self) -> Result<ValidSgdParams> {
         let bad = |m: String| Err(Error::InvalidParams(m));
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("--lr {} must be a positive number", self.lr));
+        // The weights are f32: a rate that is finite as f64 but not as f32 (1e39) is no rate.
+        if !(self.lr.is_finite() && self.lr > 0.0 && (self.lr as f32).is_finite()) {
+            return bad(format!(
+                "--lr {} must be a positive number below {:e}",
+                self.lr,
+                f32::MAX
+            ));
         }
         if !(0.0..1.0).contains(&self.momentum) {
             return bad(format!("--momentum {} must be in [0, 1)", self.momentum));
@@ -197,6 +202,12 @@ mod tests {
     fn bad_params_are_rejected_once() {
         assert!(SgdParams {
             lr: 0.0,
+            ..Default::default()
+        }
+        .check()
+        .is_err());
+        assert!(SgdParams {
+            lr: 1e39,
             ..Default::default()
         }
         .check()

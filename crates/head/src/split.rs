@@ -58,8 +58,10 @@ pub fn split_cache(manifest: &Manifest, val_fraction: f64, seed: u64) -> Result<
             "--val-fraction {val_fraction} must be in [0, 1)"
         )));
     }
+    // Images of a test/ folder are never trained or validated on (`eval --split test` scores them).
     let usable: Vec<(usize, usize)> = manifest
         .usable_images()
+        .filter(|&i| manifest.images[i].split != Some(DatasetSplit::Test))
         .map(|i| (i, manifest.images[i].label))
         .collect();
     if usable.is_empty() {
@@ -77,13 +79,37 @@ pub fn split_cache(manifest: &Manifest, val_fraction: f64, seed: u64) -> Result<
                 .map(|(i, _)| *i)
                 .collect()
         };
-        return Ok(ImageSplit {
+        let split = ImageSplit {
             train: side(DatasetSplit::Train),
             val: side(DatasetSplit::Val),
             kind: "dataset".into(),
-        });
+        };
+        return check_every_class_trains(manifest, split);
     }
-    Ok(stratified(&usable, val_fraction, seed))
+    check_every_class_trains(manifest, stratified(&usable, val_fraction, seed))
+}
+
+/// A head with a class that has no training image would never predict it: refuse, naming it.
+fn check_every_class_trains(manifest: &Manifest, split: ImageSplit) -> Result<ImageSplit> {
+    let mut counts = vec![0usize; manifest.classes.len()];
+    for &i in &split.train {
+        counts[manifest.images[i].label] += 1;
+    }
+    let empty: Vec<&str> = manifest
+        .classes
+        .iter()
+        .zip(&counts)
+        .filter(|(_, &n)| n == 0)
+        .map(|(c, _)| c.as_str())
+        .collect();
+    if !empty.is_empty() && !split.train.is_empty() {
+        return Err(Error::Data(format!(
+            "class {} has no training image (no usable image in its folder{}): add images to it or remove the folder, then extract again",
+            empty.join(", "),
+            if split.kind == "dataset" { "'s train/ side" } else { "" }
+        )));
+    }
+    Ok(split)
 }
 
 #[cfg(test)]

@@ -82,7 +82,8 @@ pub fn train_sgd(
     };
     let mut head = LinearHead::init(classes, train.dim, p.seed)?;
     let mut opt = Sgd::new(p, 2);
-    let mut history = Vec::with_capacity(p.epochs);
+    // Grown as epochs finish: the epoch count is the user's and may be huge.
+    let mut history = Vec::new();
     let mut order: Vec<u32> = (0..n as u32).collect();
     for epoch in 1..=p.epochs {
         Shuffler::new(p.seed, 0x5EED_0000 + epoch as u64).shuffle(&mut order);
@@ -115,9 +116,17 @@ pub fn train_sgd(
             let (l, a, _) = score(&head, val)?;
             (Some(l), Some(a))
         };
+        let train_loss = loss_sum / n as f64;
+        if !train_loss.is_finite() || !head.is_finite()? {
+            return Err(Error::Diverged {
+                epoch,
+                loss: train_loss,
+                lr: p.lr,
+            });
+        }
         let rec = EpochRecord {
             epoch,
-            train_loss: loss_sum / n as f64,
+            train_loss,
             train_accuracy: correct as f64 / n as f64,
             val_loss,
             val_accuracy,
@@ -171,6 +180,35 @@ mod tests {
         let a: Vec<f32> = h1.weight.flatten_all().unwrap().to_vec1().unwrap();
         let b: Vec<f32> = h2.weight.flatten_all().unwrap().to_vec1().unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_diverging_run_stops_with_the_epoch_instead_of_writing_nan() {
+        let train = blobs(40, 1);
+        let p = SgdParams {
+            lr: 1e38,
+            epochs: 5,
+            ..Default::default()
+        }
+        .check()
+        .unwrap();
+        let err = train_sgd(&train, &Rows::default(), 3, &p, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, Error::Diverged { epoch: 1..=5, .. }), "{err}");
+        assert!(err.to_string().contains("smaller learning rate"), "{err}");
+    }
+
+    #[test]
+    fn a_huge_epoch_count_allocates_nothing_up_front() {
+        let train = blobs(2, 1);
+        let p = SgdParams {
+            epochs: usize::MAX,
+            lr: 1e38,
+            ..Default::default()
+        }
+        .check()
+        .unwrap();
+        // Would abort allocating the history if it were reserved up front; diverges instead.
+        assert!(train_sgd(&train, &Rows::default(), 3, &p, &mut |_| {}).is_err());
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub enum Error {
     /// An input path does not exist.
     #[error("{}: no such file or directory", .0.display())]
     MissingPath(PathBuf),
+    /// Nothing in the folder could be scored.
+    #[error("{0}")]
+    NothingToScore(String),
 }
 
 /// Result alias for this crate.
@@ -244,14 +247,28 @@ pub struct Evaluation {
     pub predictions: Vec<Prediction>,
 }
 
-/// Evaluates on an ImageFolder: class folders are matched to the head's classes by name.
+/// Evaluates on an ImageFolder: class folders are matched to the head's classes by name. With
+/// `train/` + `val/` (+ `test/`) folders only the held-out side named by `split` is scored
+/// (`Val` or `Test`); a folder without split folders is scored whole. An evaluation that scores
+/// no image is an error.
 pub fn evaluate(
     predictor: &Predictor,
     data_dir: &Path,
+    split: headstart_extract::dataset::Split,
     batch_size: usize,
     on_batch: &mut dyn FnMut(usize),
 ) -> Result<Evaluation> {
+    use headstart_extract::dataset::Split;
     let ds = Dataset::scan(data_dir)?;
+    if ds.has_split
+        && split == Split::Test
+        && !ds.items.iter().any(|i| i.split == Some(Split::Test))
+    {
+        return Err(Error::NothingToScore(format!(
+            "{}: no test/ folder to score (it has train/ and val/ only); score the validation split instead",
+            data_dir.display()
+        )));
+    }
     let classes = &predictor.head.meta.classes;
     let unknown_classes: Vec<String> = ds
         .classes
@@ -264,8 +281,20 @@ pub fn evaluate(
         .iter()
         .filter(|it| classes.contains(&ds.classes[it.label]))
         // With train/ and val/ (or test/) folders, only the held-out side is scored.
-        .filter(|it| !ds.has_split || it.split == Some(headstart_extract::dataset::Split::Val))
+        .filter(|it| !ds.has_split || it.split == Some(split))
         .collect();
+    if items.is_empty() {
+        return Err(Error::NothingToScore(format!(
+            "{}: no image of the head's classes ({}) to score{}",
+            data_dir.display(),
+            classes.join(", "),
+            if unknown_classes.is_empty() {
+                String::new()
+            } else {
+                format!("; the folder's classes are {}", unknown_classes.join(", "))
+            }
+        )));
+    }
     let paths: Vec<PathBuf> = items.iter().map(|it| it.path.clone()).collect();
     let preds = predictor.predict(&paths, batch_size, 1, on_batch)?;
     let (mut truth, mut guess, mut errors, mut scored) =

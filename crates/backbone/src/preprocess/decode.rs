@@ -75,6 +75,11 @@ pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
         .with_guessed_format()
         .map_err(|e| Error::image(format!("unreadable image: {e}")))?;
     let Some(format) = reader.format() else {
+        if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
+            return Err(Error::image(
+                "HEIF/HEIC/AVIF images are not supported; convert them to JPEG or PNG",
+            ));
+        }
         return Err(Error::image("not an image (unrecognised format)"));
     };
     if let Some((w, h)) = png_header_size(bytes) {

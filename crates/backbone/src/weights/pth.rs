@@ -558,7 +558,7 @@ impl<'a> Unpickler<'a> {
 
     /// `SETITEM`/`SETITEMS`: adds flattened key/value pairs to the dict on top of the stack.
     fn set_items_top(&mut self, pairs: Vec<Value>) -> Res<()> {
-        if pairs.len() % 2 != 0 {
+        if !pairs.len().is_multiple_of(2) {
             return Err("odd number of items for a dict".to_string());
         }
         match self.top()? {
@@ -720,7 +720,7 @@ impl<'a> Unpickler<'a> {
                 b'}' => self.push(Value::dict(Vec::new()))?,
                 b'd' => {
                     let items = self.pop_mark()?;
-                    if items.len() % 2 != 0 {
+                    if !items.len().is_multiple_of(2) {
                         return Err("odd number of items for a dict".to_string());
                     }
                     self.push(Value::dict(items))?;

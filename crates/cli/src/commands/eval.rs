@@ -20,9 +20,21 @@ pub struct Args {
     /// The labelled image folder.
     #[arg(value_name = "DATA_DIR")]
     data_dir: PathBuf,
+    /// With train/ + val/ + test/ folders: which held-out side to score.
+    #[arg(long, value_enum, default_value = "val")]
+    split: HeldOut,
     /// Print a JSON object {"accuracy", "macro_f1", "n", "confusion", "per_class", ...}.
     #[arg(long)]
     json: bool,
+}
+
+/// The held-out side of a split dataset.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum HeldOut {
+    /// The val/ folder (or test/ when there is no val/).
+    Val,
+    /// The test/ folder beside train/ and val/, never used in training or validation.
+    Test,
 }
 
 /// Runs the command.
@@ -30,9 +42,14 @@ pub fn run(a: Args) -> Result<()> {
     require_dir(&a.data_dir, "DATA_DIR")?;
     let predictor = a.head.predictor()?;
     let bar = Bar::new("eval", a.json);
+    let split = match a.split {
+        HeldOut::Val => headstart_extract::dataset::Split::Val,
+        HeldOut::Test => headstart_extract::dataset::Split::Test,
+    };
     let ev = evaluate(
         &predictor,
         &a.data_dir,
+        split,
         a.head.batch_size as usize,
         &mut |n| bar.inc(n as u64),
     )?;

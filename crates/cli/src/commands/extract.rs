@@ -71,7 +71,12 @@ pub struct Args {
 /// Runs the command.
 pub fn run(a: Args) -> Result<()> {
     require_dir(&a.data_dir, "DATA_DIR")?;
-    output_dir(&a.cache, "--cache")?;
+    if a.cache.exists() && !a.cache.is_dir() {
+        return Err(usage(format!(
+            "--cache {}: is a file, expected a directory (or a path to create)",
+            a.cache.display()
+        )));
+    }
     let arch = a.backbone.architecture()?;
     let opts = ExtractOptions {
         views: a.views,
@@ -89,11 +94,14 @@ pub fn run(a: Args) -> Result<()> {
         ..Default::default()
     };
     opts.validate().map_err(|e| usage(e.to_string()))?;
-    let dataset = Dataset::scan(&a.data_dir)?;
+    // The cache folder may sit inside the data folder: never scanned as images.
+    let dataset = Dataset::scan_excluding(&a.data_dir, &[&a.cache])?;
     let (resolved, weights) = a.backbone.load_weights(arch)?;
     let dev = device(a.backbone.device)?;
     let model = Backbone::load(arch, &weights, false, &dev)?;
     drop(weights);
+    // Created only now: a usage error or a missing weights file leaves no empty cache behind.
+    output_dir(&a.cache, "--cache")?;
     if !a.quiet && !a.json {
         eprintln!(
             "extract: {} images in {} classes, {} → {} ({} + {} views, weights {})",

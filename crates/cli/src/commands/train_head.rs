@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use headstart_cache::atomic::write_atomic;
+use headstart_cache::atomic::{publish_dir, write_atomic};
 use headstart_cache::lock::DirLock;
 use headstart_cache::FeatureCache;
 use headstart_head::history::{to_csv, EpochRecord};
@@ -136,6 +136,7 @@ pub fn run(a: Args) -> Result<()> {
     .check()
     .map_err(|e| usage(e.to_string()))?;
     output_dir(&a.out, "--out")?;
+    refuse_foreign_files(&a.out)?;
     let (_lock, warning) = DirLock::acquire(&a.out)?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
@@ -298,27 +299,9 @@ pub fn run(a: Args) -> Result<()> {
             val_metrics,
         },
     };
-    ck.save(&a.out)?;
+    // Every file of the head directory is written into a staging directory and swapped in at
+    // once: a reader (or a crash at any moment) sees the old complete head or the new one.
     let out = &a.out;
-    write_atomic(
-        &out.join("history.json"),
-        &serde_json::to_vec_pretty(&history)?,
-    )?;
-    write_atomic(&out.join("history.csv"), to_csv(&history).as_bytes())?;
-    plot_curves(
-        &history,
-        &out.join("curves.png"),
-        &format!(
-            "{}-class linear head on {} features",
-            classes.len(),
-            m.settings.backbone.name
-        ),
-    )?;
-    write_atomic(
-        &out.join("report.json"),
-        &serde_json::to_vec_pretty(&report)?,
-    )?;
-    write_atomic(&out.join("report.txt"), report.to_text().as_bytes())?;
     let seconds = started.elapsed().as_secs_f64();
     let run = json!({
         "command": std::env::args().collect::<Vec<_>>(),
@@ -338,7 +321,22 @@ pub fn run(a: Args) -> Result<()> {
         "training": training,
         "seconds": seconds,
     });
-    write_atomic(&out.join("run.json"), &serde_json::to_vec_pretty(&run)?)?;
+    let title = format!(
+        "{}-class linear head on {} features",
+        classes.len(),
+        m.settings.backbone.name
+    );
+    publish_dir(out, |dir| -> Result<()> {
+        let write = |name: &str, bytes: &[u8]| write_atomic(&dir.join(name), bytes);
+        ck.save(dir)?;
+        write("history.json", &serde_json::to_vec_pretty(&history)?)?;
+        write("history.csv", to_csv(&history).as_bytes())?;
+        plot_curves(&history, &dir.join("curves.png"), &title)?;
+        write("report.json", &serde_json::to_vec_pretty(&report)?)?;
+        write("report.txt", report.to_text().as_bytes())?;
+        write("run.json", &serde_json::to_vec_pretty(&run)?)?;
+        Ok(())
+    })?;
     if a.json {
         print_json(&json!({
             "val_accuracy": last.val_accuracy,
@@ -364,4 +362,39 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The files of a head directory (it is replaced as a whole by each train-head).
+const HEAD_FILES: [&str; 7] = [
+    "head.safetensors",
+    "history.json",
+    "history.csv",
+    "curves.png",
+    "report.json",
+    "report.txt",
+    "run.json",
+];
+
+/// `--out` is replaced as a whole: refuse a folder that holds anything but a head.
+fn refuse_foreign_files(out: &std::path::Path) -> Result<()> {
+    let mut foreign: Vec<String> = std::fs::read_dir(out)
+        .with_context(|| format!("--out {}: cannot list the folder", out.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            !HEAD_FILES.contains(&n.as_str())
+                && n != headstart_cache::lock::LOCK_FILE
+                && n != ".DS_Store"
+                && !(n.starts_with('.') && n.contains(".tmp-"))
+        })
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    foreign.sort();
+    Err(usage(format!(
+        "--out {}: holds files that are not part of a head ({}); the head folder is replaced as a whole, so pick an empty folder, a new path or an existing head folder",
+        out.display(),
+        foreign.join(", ")
+    )))
 }

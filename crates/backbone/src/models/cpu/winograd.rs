@@ -41,7 +41,11 @@ pub(crate) struct WinogradConv {
 impl WinogradConv {
     /// Whether a convolution of this shape can run here.
     pub fn supports(cin: usize, cout: usize, k: usize, stride: usize, padding: Padding) -> bool {
-        k == 3 && stride == 1 && padding == Padding::Symmetric(1) && cin % L == 0 && cout % L == 0
+        k == 3
+            && stride == 1
+            && padding == Padding::Symmetric(1)
+            && cin.is_multiple_of(L)
+            && cout.is_multiple_of(L)
     }
 
     /// From PyTorch-layout folded weights `[cout, cin, 3, 3]` and bias `[cout]`.
