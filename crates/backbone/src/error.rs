@@ -9,6 +9,17 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
+    /// A key prefix to strip that no tensor name starts with.
+    #[error("{source_desc}: no tensor name starts with the prefix `{prefix}` (names look like `{example}`)")]
+    PrefixNotFound {
+        /// The weights file.
+        source_desc: String,
+        /// The prefix asked for.
+        prefix: String,
+        /// One tensor name, to show what the names look like.
+        example: String,
+    },
+
     /// A batch the network cannot take (wrong channel count, too small for a kernel, …).
     #[error("backbone input: {0}")]
     Input(String),

@@ -116,6 +116,22 @@ pub fn require_file(p: &Path, what: &str) -> Result<()> {
 }
 
 /// A usage error unless `p` is an existing directory.
+/// Checks that `p` can be an output file: not a directory, in a folder that exists (a usage
+/// error otherwise, before any work is done).
+pub fn output_file(p: &Path, what: &str) -> Result<()> {
+    if p.is_dir() {
+        return Err(usage(format!(
+            "{what} {}: is a directory, expected a file path",
+            p.display()
+        )));
+    }
+    if let Some(parent) = p.parent().filter(|p| !p.as_os_str().is_empty()) {
+        require_dir(parent, &format!("{what} folder"))?;
+    }
+    Ok(())
+}
+
+/// Checks that `p` is an existing directory (a usage error otherwise).
 pub fn require_dir(p: &Path, what: &str) -> Result<()> {
     if !p.exists() {
         return Err(usage(format!("{what} {}: no such directory", p.display())));

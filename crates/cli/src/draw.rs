@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use headstart_backbone::preprocess::{decode_rgb, resize, DecodeLimits};
 use headstart_backbone::Interpolation;
 use headstart_cache::atomic::write_atomic;
@@ -31,7 +31,8 @@ fn save_png(buf: Vec<u8>, w: u32, h: u32, out: &Path) -> Result<()> {
         &mut std::io::Cursor::new(&mut bytes),
         image::ImageFormat::Png,
     )?;
-    write_atomic(out, &bytes).with_context(|| format!("writing {}", out.display()))
+    // The error already names the path and the OS error.
+    Ok(write_atomic(out, &bytes)?)
 }
 
 fn pe<E: std::fmt::Debug>(e: E) -> anyhow::Error {

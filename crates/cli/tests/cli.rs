@@ -121,6 +121,9 @@ fn bad_command_line_values_exit_with_code_2() {
     std::fs::write(&file, b"x").unwrap();
     let data = shared("data/flowers").display().to_string();
     let f = file.display().to_string();
+    let fresh = d.path().join("fresh-cache").display().to_string();
+    let missing_grid = d.path().join("missing/x.png").display().to_string();
+    let dir = d.path().display().to_string();
     let cases: Vec<Vec<&str>> = vec![
         vec!["extract", &data, "--cache", "/tmp/x", "--views", "-1"],
         vec!["extract", &data, "--cache", "/tmp/x", "--views", "many"],
@@ -137,13 +140,29 @@ fn bad_command_line_values_exit_with_code_2() {
         vec!["train-head", "--cache", &data, "--out", &f],
         vec!["predict", "--head", "/definitely/missing", "x.jpg"],
         vec!["extract", &data, "--cache", "/tmp/x", "--backbone", "vgg16"],
+        vec!["extract", &data, "--cache", &fresh, "--batch-size", "0"],
+        vec!["extract", &data, "--cache", &fresh, "--shard-size", "2"],
+        vec!["show", &data, "--grid", &missing_grid],
+        vec![
+            "predict",
+            "--head",
+            "/definitely/missing",
+            "--grid",
+            &dir,
+            "x.jpg",
+        ],
+        vec!["fetch-flowers", "--out", &fresh, "--sha256", "not-a-digest"],
     ];
     for args in cases {
         let out = headstart(&args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(!err.trim().is_empty());
+        // The OS error is said once, not twice.
+        assert!(err.matches("os error").count() <= 1, "{args:?}: {err}");
     }
+    // A usage error leaves no empty cache folder behind.
+    assert!(!std::path::Path::new(&fresh).exists());
 }
 
 #[test]

@@ -183,7 +183,10 @@ impl Predictor {
         for chunk in paths.chunks(batch_size.max(1)) {
             let inputs: Vec<std::result::Result<Vec<f32>, String>> = chunk
                 .par_iter()
-                .map(|p| preprocess::eval_input_from_file(p, &cfg, &self.limits))
+                .map(|p| {
+                    preprocess::eval_input_from_file(p, &cfg, &self.limits)
+                        .map_err(|e| e.to_string())
+                })
                 .collect();
             let ok: Vec<&[f32]> = inputs
                 .iter()

@@ -52,7 +52,11 @@ impl DecodeLimits {
 ///   composited** — as PIL's `convert("RGB")`; palette images give their palette colours.
 /// - 16-bit channels keep their **high byte**: what PIL does for 16-bit RGB(A) PNGs. For 16-bit
 ///   grayscale PIL opens mode `I;16` and `convert("RGB")` clips to 255 (mostly white); we take the
-///   high byte too, a deliberate deviation. Floating-point TIFFs are clamped to [0, 1] and scaled.
+///   high byte too, a deliberate deviation.
+/// - TIFF: 8/16-bit gray, RGB(A), palette and CMYK are decoded. Floating-point RGB TIFFs (which
+///   PIL cannot open) are clamped to [0, 1] and scaled. Single-channel float (PIL mode `F`),
+///   YCbCr and CIELab TIFFs, which PIL converts, are **skipped** with a reason that names the
+///   pixel type and the fix (convert to 8-bit RGB).
 /// - CMYK JPEGs are read as Adobe-inverted CMYK and converted with `R = C·K/255` on the stored
 ///   values (the `image` crate's decoder, zune-jpeg, does this; Pillow always assumes Adobe
 ///   polarity too and its `cmyk2rgb` gives the same values). YCCK goes through CMYK in both.
@@ -89,7 +93,7 @@ pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
     reader.limits(limits.to_image_limits());
     let mut decoder = reader
         .into_decoder()
-        .map_err(|e| describe(e, format, limits))?;
+        .map_err(|e| describe(e, format, limits, bytes))?;
     let (w, h) = decoder.dimensions();
     check_size(w, h, limits)?;
     if format == ImageFormat::Jpeg {
@@ -97,7 +101,8 @@ pub fn decode_rgb(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
     }
     // A malformed EXIF block is not worth rejecting the picture for.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let img = DynamicImage::from_decoder(decoder).map_err(|e| describe(e, format, limits))?;
+    let img =
+        DynamicImage::from_decoder(decoder).map_err(|e| describe(e, format, limits, bytes))?;
     let rgb = to_rgb_like_pil(img);
     Ok(if orientation == Orientation::NoTransforms {
         rgb
@@ -162,7 +167,7 @@ fn format_name(format: ImageFormat) -> String {
 }
 
 /// Turns an `image` error into a short reason.
-fn describe(err: ImageError, format: ImageFormat, limits: &DecodeLimits) -> Error {
+fn describe(err: ImageError, format: ImageFormat, limits: &DecodeLimits, bytes: &[u8]) -> Error {
     let name = format_name(format);
     let inner = |e: &dyn std::error::Error| match e.source() {
         Some(src) => src.to_string(),
@@ -181,6 +186,12 @@ fn describe(err: ImageError, format: ImageFormat, limits: &DecodeLimits) -> Erro
             image::error::UnsupportedErrorKind::Format(_) => {
                 format!("unsupported image format ({name})")
             }
+            _ if format == ImageFormat::Tiff => match tiff_pixel_type(bytes) {
+                Some(kind) => format!(
+                    "TIFF with {kind} pixels is not supported; convert it to 8-bit RGB (PNG or JPEG)"
+                ),
+                None => format!("unsupported {name} variant: {e}"),
+            },
             _ => format!("unsupported {name} variant: {e}"),
         },
         ImageError::Limits(e) => match e.kind() {
@@ -242,6 +253,69 @@ fn to_rgb_like_pil(img: DynamicImage) -> RgbImage {
         // Floating point (TIFF): the `image` crate clamps to [0, 1] and rounds.
         other => other.to_rgb8(),
     }
+}
+
+/// "YCbCr, 8-bit integer" etc. from the first IFD of a TIFF (photometric interpretation, bits
+/// and format of the first sample), for skip reasons.
+fn tiff_pixel_type(b: &[u8]) -> Option<String> {
+    let le = match b.get(..4)? {
+        [b'I', b'I', 42, 0] => true,
+        [b'M', b'M', 0, 42] => false,
+        _ => return None,
+    };
+    let u16_at = |o: usize| -> Option<u16> {
+        let v = [*b.get(o)?, *b.get(o + 1)?];
+        Some(if le {
+            u16::from_le_bytes(v)
+        } else {
+            u16::from_be_bytes(v)
+        })
+    };
+    let u32_at = |o: usize| -> Option<u32> {
+        let v = [*b.get(o)?, *b.get(o + 1)?, *b.get(o + 2)?, *b.get(o + 3)?];
+        Some(if le {
+            u32::from_le_bytes(v)
+        } else {
+            u32::from_be_bytes(v)
+        })
+    };
+    let ifd = u32_at(4)? as usize;
+    let n = u16_at(ifd)? as usize;
+    let (mut photometric, mut bits, mut format) = (None, None, 1u16);
+    for i in 0..n.min(512) {
+        let e = ifd + 2 + 12 * i;
+        let (tag, typ, count) = (u16_at(e)?, u16_at(e + 2)?, u32_at(e + 4)?);
+        // A SHORT value sits in the entry itself when it fits, else at the offset it gives.
+        let first = if typ == 3 && count <= 2 {
+            u16_at(e + 8)
+        } else if typ == 3 {
+            u16_at(u32_at(e + 8)? as usize)
+        } else {
+            None
+        };
+        match tag {
+            262 => photometric = first,
+            258 => bits = first,
+            339 => format = first.unwrap_or(1),
+            _ => {}
+        }
+    }
+    let kind = match photometric? {
+        0 | 1 => "grayscale",
+        2 => "RGB",
+        3 => "palette",
+        5 => "CMYK",
+        6 => "YCbCr",
+        8 | 9 | 10 => "CIELab",
+        32844 | 32845 => "LogLuv",
+        _ => "unusual",
+    };
+    let fmt = match format {
+        2 => "signed integer",
+        3 => "floating-point",
+        _ => "integer",
+    };
+    Some(format!("{kind}, {}-bit {fmt}", bits.unwrap_or(8)))
 }
 
 /// Checks that a JPEG's marker structure reaches the end-of-image marker (`FF D9`): segments are
@@ -309,6 +383,71 @@ fn check_jpeg_complete(b: &[u8]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    /// A 2×2, 3-sample, uncompressed little-endian TIFF with the given photometric
+    /// interpretation, bits per sample and sample format.
+    fn tiny_tiff(photometric: u16, bits: u16, sample_format: u16, spp: u16) -> Vec<u8> {
+        let data_len = 4 * spp as u32 * (bits as u32 / 8);
+        let entries: [(u16, u16, u32, u32); 10] = [
+            (256, 3, 1, 2),
+            (257, 3, 1, 2),
+            (258, 3, spp as u32, 0), // patched below: offset of the per-sample bits
+            (259, 3, 1, 1),
+            (262, 3, 1, photometric as u32),
+            (273, 4, 1, 0), // patched below: strip offset
+            (277, 3, 1, spp as u32),
+            (278, 3, 1, 2),
+            (279, 4, 1, data_len),
+            (339, 3, 1, sample_format as u32),
+        ];
+        let ifd = 8u32;
+        let after_ifd = ifd + 2 + 12 * entries.len() as u32 + 4;
+        let bits_at = after_ifd;
+        let data_at = bits_at + 2 * spp as u32;
+        let mut b = b"II*\0".to_vec();
+        b.extend_from_slice(&ifd.to_le_bytes());
+        b.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        for (tag, typ, count, value) in entries {
+            let value = match tag {
+                258 if spp > 2 => bits_at,
+                258 => bits as u32,
+                273 => data_at,
+                _ => value,
+            };
+            b.extend_from_slice(&tag.to_le_bytes());
+            b.extend_from_slice(&typ.to_le_bytes());
+            b.extend_from_slice(&count.to_le_bytes());
+            b.extend_from_slice(&value.to_le_bytes());
+        }
+        b.extend_from_slice(&0u32.to_le_bytes());
+        for _ in 0..spp {
+            b.extend_from_slice(&bits.to_le_bytes());
+        }
+        b.extend(std::iter::repeat_n(0x40u8, data_len as usize));
+        b
+    }
+
+    #[test]
+    fn unsupported_tiff_pixel_types_are_named_in_the_skip_reason() {
+        let limits = DecodeLimits::default();
+        for (photometric, bits, fmt, spp, want) in [
+            (6, 8, 1, 3, "YCbCr, 8-bit integer"),
+            (8, 8, 1, 3, "CIELab, 8-bit integer"),
+            (1, 32, 3, 1, "grayscale, 32-bit floating-point"),
+        ] {
+            let tiff = tiny_tiff(photometric, bits, fmt, spp);
+            assert_eq!(tiff_pixel_type(&tiff).as_deref(), Some(want));
+            let err = decode_rgb(&tiff, &limits).unwrap_err().to_string();
+            assert!(
+                err.contains(want) && err.contains("convert"),
+                "{want}: {err}"
+            );
+        }
+        // An ordinary 8-bit RGB TIFF of the same shape decodes.
+        let rgb = tiny_tiff(2, 8, 1, 3);
+        assert_eq!(decode_rgb(&rgb, &limits).unwrap().dimensions(), (2, 2));
+    }
+
     use super::*;
     use image::codecs::jpeg::JpegEncoder;
     use image::codecs::png::PngEncoder;

@@ -20,7 +20,7 @@ pub use resample::{resize, resized_crop};
 use image::RgbImage;
 
 use crate::config::PreprocessConfig;
-use crate::Result;
+use crate::{Error, Result};
 use resample::{resample_window, Dest, View, Window};
 
 /// Output size `(width, height)` of torchvision's `Resize(size)` with an `int` size: the shorter
@@ -144,18 +144,25 @@ pub fn eval_input(bytes: &[u8], cfg: &PreprocessConfig, limits: &DecodeLimits) -
 }
 
 /// Reads a file and runs [`eval_input`] on it, never panicking: an unreadable file, an
-/// undecodable one, or a decoder panic all become a short reason for reports.
+/// undecodable one, a FIFO or device, or a decoder panic all become [`Error::Image`] with a short
+/// reason for reports.
 pub fn eval_input_from_file(
     path: &std::path::Path,
     cfg: &PreprocessConfig,
     limits: &DecodeLimits,
-) -> std::result::Result<Vec<f32>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+) -> crate::Result<Vec<f32>> {
+    // A FIFO would block and /dev/zero never end: only regular files are read.
+    let meta = std::fs::metadata(path).map_err(|e| Error::image(format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(Error::image(
+            "not a regular file (a directory, FIFO, socket or device); pass image files",
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::image(format!("cannot read: {e}")))?;
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         eval_input(&bytes, cfg, limits)
     }))
-    .map_err(|_| "the decoder crashed on this file".to_string())?
-    .map_err(|e| e.to_string())
+    .map_err(|_| Error::image("the decoder crashed on this file"))?
 }
 
 /// [`eval_input`] writing into a caller-provided buffer of `3 × input_size × input_size` values

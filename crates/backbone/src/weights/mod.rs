@@ -52,6 +52,13 @@ impl WeightMap {
             .filter(|k| !k.ends_with("num_batches_tracked"))
             .collect();
         let stripped_prefix = match prefix {
+            Some(p) if !p.is_empty() && !keys.iter().any(|k| k.starts_with(p)) => {
+                return Err(Error::PrefixNotFound {
+                    source_desc,
+                    prefix: p.to_string(),
+                    example: keys.first().map(|k| k.to_string()).unwrap_or_default(),
+                });
+            }
             Some(p) => p.to_string(),
             None => KNOWN_PREFIXES
                 .iter()

@@ -53,7 +53,7 @@ pub fn run(a: Args) -> Result<()> {
     for chunk in a.images.chunks(a.batch_size as usize) {
         let inputs: Vec<_> = chunk
             .par_iter()
-            .map(|p| eval_input_from_file(p, &cfg, &limits))
+            .map(|p| eval_input_from_file(p, &cfg, &limits).map_err(|e| e.to_string()))
             .collect();
         let ok: Vec<&[f32]> = inputs
             .iter()

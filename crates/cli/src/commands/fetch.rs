@@ -29,8 +29,8 @@ pub struct Args {
     /// Archive URL (an http(s) mirror, or a local server for tests).
     #[arg(long, default_value = FLOWERS_URL)]
     url: String,
-    /// Expected sha256 of the archive.
-    #[arg(long, default_value = FLOWERS_SHA256)]
+    /// Expected sha256 of the archive (64 hex digits; checked before anything is downloaded).
+    #[arg(long, default_value = FLOWERS_SHA256, value_parser = parse_sha256)]
     sha256: String,
     /// Keep the downloaded archive next to OUT (OUT.tgz).
     #[arg(long)]
@@ -175,4 +175,16 @@ fn unpack(archive: &Path, dest: &Path) -> Result<usize> {
         bail!("{}: no photos found in the archive", archive.display());
     }
     Ok(images)
+}
+
+/// A sha256 as 64 hex digits (a usage error otherwise, before any download).
+fn parse_sha256(s: &str) -> std::result::Result<String, String> {
+    let t = s.trim();
+    if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(t.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "`{s}` is not a sha256: expected 64 hexadecimal digits"
+        ))
+    }
 }

@@ -8,7 +8,7 @@ use headstart_backbone::Architecture;
 use headstart_head::HeadCheckpoint;
 use headstart_predict::{collect_images, Predictor};
 
-use crate::common::{device, print_json, require_dir, require_file, usage, DeviceChoice};
+use crate::common::{device, output_file, print_json, require_file, usage, DeviceChoice};
 use crate::draw::{prediction_grid, GridCell};
 use crate::progress::Bar;
 
@@ -111,9 +111,7 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     if let Some(g) = &a.grid {
-        if let Some(parent) = g.parent().filter(|p| !p.as_os_str().is_empty()) {
-            require_dir(parent, "--grid folder")?;
-        }
+        output_file(g, "--grid")?;
     }
     let predictor = a.head.predictor()?;
     let paths = collect_images(&a.paths)?;

@@ -9,7 +9,7 @@ use headstart_extract::augment::{sample_view, CropParams};
 use headstart_extract::Dataset;
 use plotters::style::BLACK;
 
-use crate::common::{require_dir, usage};
+use crate::common::{output_file, require_dir};
 use crate::draw::{draw_grid, Tile};
 
 /// Draw a grid of dataset thumbnails with their class names (a seeded sample), or of augmented
@@ -39,12 +39,7 @@ pub struct Args {
 /// Runs the command.
 pub fn run(a: Args) -> Result<()> {
     require_dir(&a.data_dir, "DATA_DIR")?;
-    if a.grid.is_dir() {
-        return Err(usage(format!(
-            "--grid {}: is a directory, expected a .png file path",
-            a.grid.display()
-        )));
-    }
+    output_file(&a.grid, "--grid")?;
     let ds = Dataset::scan(&a.data_dir)?;
     let n = (a.rows * a.cols) as usize;
     // A seeded sample spread over the classes: item order shuffled by a hash of (seed, path).

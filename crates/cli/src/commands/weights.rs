@@ -24,6 +24,15 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let arch = a.backbone.architecture()?;
     let (resolved, map) = a.backbone.load_weights(arch)?;
+    // Build the network from them (candle ops: cheap, no engine transforms): a file for another
+    // architecture fails here, naming the tensor and both shapes.
+    headstart_backbone::Backbone::load_with_engine(
+        arch,
+        &map,
+        false,
+        &candle_core::Device::Cpu,
+        headstart_backbone::Engine::Candle,
+    )?;
     if a.json {
         print_json(&json!({
             "backbone": arch.name(),
@@ -33,6 +42,7 @@ pub fn run(a: Args) -> Result<()> {
             "tensors": map.file_tensors,
             "model_tensors": map.len(),
             "stripped_prefix": map.stripped_prefix,
+            "fits": true,
         }))
     } else {
         println!("backbone  {}", arch.name());
@@ -47,6 +57,10 @@ pub fn run(a: Args) -> Result<()> {
         if !map.stripped_prefix.is_empty() {
             println!("prefix    {} (stripped)", map.stripped_prefix);
         }
+        println!(
+            "fits      yes: every tensor {} needs is there, with its shape",
+            arch.name()
+        );
         Ok(())
     }
 }
