@@ -306,7 +306,7 @@ fn tiff_pixel_type(b: &[u8]) -> Option<String> {
         3 => "palette",
         5 => "CMYK",
         6 => "YCbCr",
-        8 | 9 | 10 => "CIELab",
+        8..=10 => "CIELab",
         32844 | 32845 => "LogLuv",
         _ => "unusual",
     };
