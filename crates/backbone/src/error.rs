@@ -34,8 +34,8 @@ pub enum Error {
     },
 
     /// The backbone name is not in the zoo.
-    #[error("unknown backbone `{0}`; available: resnet18, resnet34, resnet50, efficientnet-lite0")]
-    UnknownBackbone(String),
+    #[error(transparent)]
+    UnknownBackbone(#[from] headstart_core::config::UnknownBackbone),
 
     /// A weights file could not be parsed at all.
     #[error("{}: not a readable weights file ({reason}); expected .safetensors, or a .pth written by torch.save (zip or legacy format)", path.display())]

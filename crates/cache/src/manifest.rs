@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use headstart_backbone::{BackboneConfig, Interpolation};
+use headstart_core::config::{BackboneConfig, Interpolation};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use headstart_backbone::{Architecture, Interpolation};
 use headstart_cache::*;
+use headstart_core::config::{Architecture, Interpolation};
 
 struct Tmpfs(PathBuf);
 

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use headstart_backbone::{Architecture, Interpolation};
 use headstart_cache::*;
+use headstart_core::config::{Architecture, Interpolation};
 
 fn settings(seed: u64, dtype: FeatureDType) -> CacheSettings {
     let backbone = Architecture::ResNet18.config();

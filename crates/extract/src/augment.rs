@@ -3,58 +3,22 @@
 
 use sha2::{Digest, Sha256};
 
-/// A small, fast, seedable generator (SplitMix64). Not cryptographic; fully deterministic.
-#[derive(Debug, Clone)]
-pub struct ViewRng {
-    state: u64,
-}
+/// The generator of augmentation draws: headstart's one SplitMix64 (in `headstart-core`).
+pub type ViewRng = headstart_core::rng::SplitMix64;
 
-impl ViewRng {
-    /// The generator of one view: seeded from sha256(seed ‖ path bytes ‖ view).
-    pub fn for_view(seed: u64, path: &[u8], view: u32) -> Self {
-        let mut h = Sha256::new();
-        h.update(b"headstart-view-v1");
-        h.update(seed.to_le_bytes());
-        h.update((path.len() as u64).to_le_bytes());
-        h.update(path);
-        h.update(view.to_le_bytes());
-        let d = h.finalize();
-        let mut s = [0u8; 8];
-        s.copy_from_slice(&d[..8]);
-        Self {
-            state: u64::from_le_bytes(s),
-        }
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform in [lo, hi).
-    pub fn uniform_range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.uniform()
-    }
-
-    /// Uniform integer in [0, n) (n ≥ 1), without modulo bias.
-    pub fn below(&mut self, n: u64) -> u64 {
-        let zone = u64::MAX - (u64::MAX % n);
-        loop {
-            let x = self.next_u64();
-            if x < zone {
-                return x % n;
-            }
-        }
-    }
+/// The generator of one view: seeded from sha256(seed ‖ path bytes ‖ view), so a view's crop
+/// depends only on these three, never on the order or the process that draws it.
+pub fn view_rng(seed: u64, path: &[u8], view: u32) -> ViewRng {
+    let mut h = Sha256::new();
+    h.update(b"headstart-view-v1");
+    h.update(seed.to_le_bytes());
+    h.update((path.len() as u64).to_le_bytes());
+    h.update(path);
+    h.update(view.to_le_bytes());
+    let d = h.finalize();
+    let mut s = [0u8; 8];
+    s.copy_from_slice(&d[..8]);
+    ViewRng::from_state(u64::from_le_bytes(s))
 }
 
 /// A crop box in source pixels.
@@ -147,9 +111,9 @@ pub fn sample_view(
     height: u32,
     p: &CropParams,
 ) -> (CropBox, bool) {
-    let mut rng = ViewRng::for_view(seed, path, view);
+    let mut rng = view_rng(seed, path, view);
     let crop = random_resized_crop(&mut rng, width, height, p.scale, p.ratio);
-    let flip = rng.uniform() < p.hflip_p;
+    let flip = rng.unit() < p.hflip_p;
     (crop, flip)
 }
 
@@ -196,7 +160,7 @@ mod tests {
     #[test]
     fn fallback_is_the_central_crop_clamped_to_the_ratio() {
         // 4000×10: no sampled box can fit, so the fallback applies: ratio 400 > 4/3.
-        let mut rng = ViewRng::for_view(1, b"wide", 1);
+        let mut rng = view_rng(1, b"wide", 1);
         let c = random_resized_crop(&mut rng, 4000, 10, SCALE, RATIO);
         assert_eq!(
             c,
@@ -207,7 +171,7 @@ mod tests {
                 height: 10
             }
         );
-        let mut rng = ViewRng::for_view(1, b"one", 1);
+        let mut rng = view_rng(1, b"one", 1);
         let c = random_resized_crop(&mut rng, 1, 1, SCALE, RATIO);
         assert_eq!(
             c,
@@ -222,7 +186,7 @@ mod tests {
 
     #[test]
     fn below_is_in_range() {
-        let mut r = ViewRng::for_view(0, b"", 0);
+        let mut r = view_rng(0, b"", 0);
         for n in [1u64, 2, 3, 1000] {
             for _ in 0..100 {
                 assert!(r.below(n) < n);

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use headstart_backbone::BackboneConfig;
 use headstart_cache::st::{serialize, Data, NamedTensor};
+use headstart_core::config::BackboneConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::linear::LinearHead;
@@ -190,7 +190,7 @@ mod erased {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use headstart_backbone::Architecture;
+    use headstart_core::config::Architecture;
 
     #[test]
     fn round_trip_is_exact_and_bytes_are_stable() {

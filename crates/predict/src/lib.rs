@@ -145,7 +145,8 @@ impl Predictor {
                 found: weights_sha256.to_string(),
             });
         }
-        let arch = Architecture::from_name(&head.meta.backbone.name)?;
+        let arch = Architecture::from_name(&head.meta.backbone.name)
+            .map_err(headstart_backbone::Error::from)?;
         let backbone = Backbone::load(arch, weights, false, device)?;
         if backbone.config().feature_dim != head.head.dim() {
             return Err(Error::HeadMismatch(format!(

@@ -44,13 +44,7 @@ pub fn run(a: Args) -> Result<()> {
     let n = (a.rows * a.cols) as usize;
     // A seeded sample spread over the classes: item order shuffled by a hash of (seed, path).
     let mut order: Vec<usize> = (0..ds.items.len()).collect();
-    order.sort_by_key(|&i| {
-        let mut h: u64 = a.seed ^ 0xcbf2_9ce4_8422_2325;
-        for b in &ds.items[i].rel_bytes {
-            h = (h ^ *b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-        h
-    });
+    order.sort_by_key(|&i| headstart_core::rng::fnv1a64(a.seed, &ds.items[i].rel_bytes));
     let limits = DecodeLimits::default();
     let mut tiles = Vec::new();
     for &i in &order {

@@ -1,0 +1,185 @@
+//! The model zoo: one [`BackboneConfig`] per architecture, like timm's `pretrained_cfg`.
+
+use serde::{Deserialize, Serialize};
+
+/// A backbone name that is not in the zoo.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown backbone `{0}`; available: resnet18, resnet34, resnet50, efficientnet-lite0")]
+pub struct UnknownBackbone(pub String);
+
+/// Resampling filter used by Resize, as in PIL / torchvision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interpolation {
+    /// Triangle filter (PIL `BILINEAR`), antialiased when downscaling.
+    Bilinear,
+    /// Cubic filter with a = -0.5 (PIL `BICUBIC`), antialiased when downscaling.
+    Bicubic,
+}
+
+impl Interpolation {
+    /// The name used in configs and manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Interpolation::Bilinear => "bilinear",
+            Interpolation::Bicubic => "bicubic",
+        }
+    }
+}
+
+/// The eval transform of a backbone: Resize(shorter side) → CenterCrop → ToTensor → Normalize.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreprocessConfig {
+    /// Side of the square network input (CenterCrop and RandomResizedCrop size).
+    pub input_size: u32,
+    /// Shorter side after Resize, before CenterCrop.
+    pub resize_size: u32,
+    /// Resize filter.
+    pub interpolation: Interpolation,
+    /// Per-channel mean subtracted after scaling to [0, 1].
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation divided by after subtracting the mean.
+    pub std: [f32; 3],
+}
+
+/// The architectures in the zoo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Architecture {
+    /// torchvision ResNet-18.
+    #[serde(rename = "resnet18")]
+    ResNet18,
+    /// torchvision ResNet-34.
+    #[serde(rename = "resnet34")]
+    ResNet34,
+    /// torchvision ResNet-50 (v1.5: stride on the 3×3 convolution).
+    #[serde(rename = "resnet50")]
+    ResNet50,
+    /// EfficientNet-Lite0 in `efficientnet_pytorch` naming.
+    #[serde(rename = "efficientnet-lite0")]
+    EfficientNetLite0,
+}
+
+impl Architecture {
+    /// Every architecture, default first.
+    pub const ALL: [Architecture; 4] = [
+        Architecture::ResNet18,
+        Architecture::ResNet34,
+        Architecture::ResNet50,
+        Architecture::EfficientNetLite0,
+    ];
+
+    /// The name used on the command line and in manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::ResNet18 => "resnet18",
+            Architecture::ResNet34 => "resnet34",
+            Architecture::ResNet50 => "resnet50",
+            Architecture::EfficientNetLite0 => "efficientnet-lite0",
+        }
+    }
+
+    /// Parses a command-line name (case-insensitive; `_` and `-` are interchangeable).
+    pub fn from_name(name: &str) -> Result<Self, UnknownBackbone> {
+        let norm = name.trim().to_ascii_lowercase().replace('_', "-");
+        Architecture::ALL
+            .into_iter()
+            .find(|a| a.name() == norm)
+            .ok_or_else(|| UnknownBackbone(name.to_string()))
+    }
+
+    /// This architecture's configuration.
+    pub fn config(self) -> BackboneConfig {
+        const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+        const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+        let resnet = |name: &str, dim: usize, file: &str| BackboneConfig {
+            name: name.to_string(),
+            preprocess: PreprocessConfig {
+                input_size: 224,
+                resize_size: 256,
+                interpolation: Interpolation::Bilinear,
+                mean: IMAGENET_MEAN,
+                std: IMAGENET_STD,
+            },
+            feature_dim: dim,
+            num_classes: 1000,
+            hub_repo: Some(format!("timm/{name}.tv_in1k")),
+            hub_file: Some("model.safetensors".to_string()),
+            torch_hub_file: Some(file.to_string()),
+        };
+        match self {
+            Architecture::ResNet18 => resnet("resnet18", 512, "resnet18-f37072fd.pth"),
+            Architecture::ResNet34 => resnet("resnet34", 512, "resnet34-b627a593.pth"),
+            Architecture::ResNet50 => resnet("resnet50", 2048, "resnet50-0676ba61.pth"),
+            Architecture::EfficientNetLite0 => BackboneConfig {
+                name: "efficientnet-lite0".to_string(),
+                preprocess: PreprocessConfig {
+                    input_size: 224,
+                    resize_size: 256,
+                    interpolation: Interpolation::Bicubic,
+                    mean: [0.5, 0.5, 0.5],
+                    std: [0.5, 0.5, 0.5],
+                },
+                feature_dim: 1280,
+                num_classes: 1000,
+                hub_repo: None,
+                hub_file: None,
+                torch_hub_file: Some("efficientnet-lite0-57934424.pth".to_string()),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Architecture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Architecture {
+    type Err = UnknownBackbone;
+    fn from_str(s: &str) -> Result<Self, UnknownBackbone> {
+        Architecture::from_name(s)
+    }
+}
+
+/// Everything about a backbone that downstream crates record and check: like timm's `pretrained_cfg`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackboneConfig {
+    /// Architecture name (`resnet18`, …).
+    pub name: String,
+    /// Eval preprocessing.
+    pub preprocess: PreprocessConfig,
+    /// Width of the pooled feature vector.
+    pub feature_dim: usize,
+    /// Classes of the pretrained classifier (ImageNet-1k).
+    pub num_classes: usize,
+    /// Default Hugging Face repository holding the weights, if any.
+    pub hub_repo: Option<String>,
+    /// File inside `hub_repo`.
+    pub hub_file: Option<String>,
+    /// File name in the torch hub cache (`$TORCH_HOME/hub/checkpoints/`).
+    pub torch_hub_file: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_dims_match_the_zoo() {
+        for a in Architecture::ALL {
+            assert_eq!(Architecture::from_name(a.name()).unwrap(), a);
+        }
+        assert_eq!(
+            Architecture::from_name("EfficientNet_Lite0").unwrap(),
+            Architecture::EfficientNetLite0
+        );
+        let dims: Vec<usize> = Architecture::ALL
+            .iter()
+            .map(|a| a.config().feature_dim)
+            .collect();
+        assert_eq!(dims, vec![512, 512, 2048, 1280]);
+        let err = Architecture::from_name("vgg16").unwrap_err().to_string();
+        assert!(err.contains("vgg16") && err.contains("resnet18"), "{err}");
+    }
+}
