@@ -8,6 +8,7 @@ use headstart_core::config::BackboneConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::linear::LinearHead;
+use crate::training::{TrainConfig, ValMetrics};
 use crate::{Error, Result};
 
 /// The `format` metadata value of head files.
@@ -28,10 +29,13 @@ pub struct HeadMetadata {
     pub weights_sha256: String,
     /// Feature width.
     pub feature_dim: usize,
-    /// The training configuration (solver, hyper-parameters, split, cache).
-    pub training: serde_json::Value,
-    /// Validation metrics at the end of training.
-    pub val_metrics: serde_json::Value,
+    /// How the head was trained (`None` for heads written before the config was recorded as a
+    /// type: their `training` metadata is kept in the file but not interpreted).
+    #[serde(default)]
+    pub config: Option<TrainConfig>,
+    /// Validation metrics at the end of training (`None` without validation images).
+    #[serde(default)]
+    pub val_metrics: Option<ValMetrics>,
 }
 
 /// A head with its metadata.
@@ -60,7 +64,7 @@ impl HeadCheckpoint {
         meta.insert("preprocess".into(), j(&self.meta.backbone.preprocess));
         meta.insert("weights_sha256".into(), self.meta.weights_sha256.clone());
         meta.insert("feature_dim".into(), self.meta.feature_dim.to_string());
-        meta.insert("training".into(), j(&self.meta.training));
+        meta.insert("training".into(), j(&self.meta.config));
         meta.insert("val_metrics".into(), j(&self.meta.val_metrics));
         let tensors = [
             NamedTensor {
@@ -116,8 +120,13 @@ impl HeadCheckpoint {
             feature_dim: get("feature_dim")?
                 .parse()
                 .map_err(|_| bad("bad feature_dim".into()))?,
-            training: parse("training")?,
-            val_metrics: parse("val_metrics")?,
+            // Heads from before the typed config hold another shape here: not an error.
+            config: parse("training")
+                .ok()
+                .and_then(|v| serde_json::from_value(v).ok()),
+            val_metrics: parse("val_metrics")
+                .ok()
+                .and_then(|v| serde_json::from_value(v).ok()),
         };
         let f32s = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
             let t = st
@@ -202,8 +211,13 @@ mod tests {
                 backbone: Architecture::EfficientNetLite0.config(),
                 weights_sha256: "00".repeat(32),
                 feature_dim: 8,
-                training: serde_json::json!({"solver": "sgd", "lr": 0.001}),
-                val_metrics: serde_json::json!({"accuracy": 0.5}),
+                config: Some(TrainConfig::default()),
+                val_metrics: Some(ValMetrics {
+                    accuracy: 0.5,
+                    macro_f1: 0.4,
+                    n: 10,
+                    loss: Some(1.0),
+                }),
             },
         };
         let bytes = ck.to_bytes().unwrap();
@@ -227,8 +241,8 @@ mod tests {
                 backbone: Architecture::EfficientNetLite0.config(),
                 weights_sha256: "00".repeat(32),
                 feature_dim: 8,
-                training: serde_json::json!({}),
-                val_metrics: serde_json::json!({}),
+                config: None,
+                val_metrics: None,
             },
         };
         let err = HeadCheckpoint::from_bytes(&ck.to_bytes().unwrap(), Path::new("h"))

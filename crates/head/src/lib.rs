@@ -5,6 +5,8 @@
 //! - [`linear`], [`sgd`], [`train`]: the head, PyTorch-exact SGD with momentum, the epoch loop.
 //! - [`lbfgs`]: multinomial logistic regression to convergence with an L2 sweep (CLIP protocol).
 //! - [`metrics`], [`history`], [`checkpoint`]: reports, per-epoch records, `head.safetensors`.
+//! - [`training`]: the whole run as one call — a typed [`TrainConfig`] and a cache in, a
+//!   [`TrainReport`] out.
 
 pub mod checkpoint;
 pub mod data;
@@ -17,6 +19,7 @@ pub mod rng;
 pub mod sgd;
 pub mod split;
 pub mod train;
+pub mod training;
 
 pub use checkpoint::{HeadCheckpoint, HeadMetadata};
 pub use data::{Rows, ViewSelection};
@@ -25,3 +28,6 @@ pub use lbfgs::{LbfgsParams, LbfgsReport, ValidLbfgsParams};
 pub use linear::LinearHead;
 pub use metrics::Report;
 pub use sgd::{ClassWeight, SgdParams, ValidSgdParams};
+pub use training::{
+    train_head, Solver, SplitSummary, TrainConfig, TrainEvent, TrainReport, ValMetrics,
+};

@@ -7,12 +7,9 @@ use anyhow::{Context, Result};
 use headstart_cache::atomic::{publish_dir, write_atomic};
 use headstart_cache::lock::DirLock;
 use headstart_cache::FeatureCache;
-use headstart_head::history::{to_csv, EpochRecord};
-use headstart_head::lbfgs::train_lbfgs;
-use headstart_head::split::{split_cache, stratified};
-use headstart_head::train::{score, train_sgd};
+use headstart_head::history::to_csv;
 use headstart_head::{
-    ClassWeight, HeadCheckpoint, HeadMetadata, LbfgsParams, Report, Rows, SgdParams, ViewSelection,
+    train_head, ClassWeight, LbfgsParams, SgdParams, Solver, TrainConfig, TrainEvent, ViewSelection,
 };
 use serde_json::json;
 
@@ -21,7 +18,7 @@ use crate::draw::plot_curves;
 
 /// Optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Solver {
+enum SolverArg {
     /// Mini-batch SGD with momentum (the PyTorch tutorial's recipe).
     Sgd,
     /// Full-batch L-BFGS to convergence with an L2 penalty (the CLIP linear-probe protocol).
@@ -63,8 +60,8 @@ pub struct Args {
     #[arg(long, value_name = "HEAD_DIR")]
     out: PathBuf,
     /// Optimiser.
-    #[arg(long, value_enum, default_value_t = Solver::Sgd)]
-    solver: Solver,
+    #[arg(long, value_enum, default_value_t = SolverArg::Sgd)]
+    solver: SolverArg,
     /// Epochs (SGD).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     epochs: u32,
@@ -104,204 +101,133 @@ pub struct Args {
     json: bool,
 }
 
-/// Runs the command.
+impl Args {
+    /// The typed training configuration these flags describe.
+    fn config(&self) -> TrainConfig {
+        let solver = match self.solver {
+            SolverArg::Sgd => Solver::Sgd(SgdParams {
+                lr: self.lr,
+                momentum: self.momentum,
+                nesterov: self.nesterov,
+                weight_decay: self.weight_decay,
+                batch_size: self.batch_size as usize,
+                epochs: self.epochs as usize,
+                seed: self.seed,
+                class_weight: match self.class_weight {
+                    ClassWeightArg::None => ClassWeight::None,
+                    ClassWeightArg::Balanced => ClassWeight::Balanced,
+                },
+            }),
+            SolverArg::Lbfgs => Solver::Lbfgs(LbfgsParams {
+                l2: self.l2,
+                ..Default::default()
+            }),
+        };
+        TrainConfig {
+            solver,
+            views: match self.views {
+                Views::All => ViewSelection::All,
+                Views::Eval => ViewSelection::Eval,
+            },
+            val_fraction: self.val_fraction,
+            seed: self.seed,
+            ..Default::default()
+        }
+    }
+
+    /// Flags that the chosen solver ignores, for a warning.
+    fn ignored_flags(&self) -> Option<&'static str> {
+        let sgd_only_set = self.epochs != 20
+            || self.lr != 0.001
+            || self.momentum != 0.9
+            || self.nesterov
+            || self.weight_decay != 0.0
+            || self.batch_size != 32
+            || matches!(self.class_weight, ClassWeightArg::Balanced);
+        match self.solver {
+            SolverArg::Lbfgs if sgd_only_set => Some("--epochs, --lr, --momentum, --nesterov, --weight-decay, --batch-size and --class-weight apply to --solver sgd only; ignored"),
+            SolverArg::Sgd if self.l2.is_some() => {
+                Some("--l2 applies to --solver lbfgs only (for SGD use --weight-decay); ignored")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Runs the command: parses the flags into a [`TrainConfig`], trains with the library call
+/// [`train_head`], prints the table and publishes the head directory.
 pub fn run(a: Args) -> Result<()> {
     let started = Instant::now();
     require_dir(&a.cache, "--cache")?;
-    if !(0.0..1.0).contains(&a.val_fraction) {
-        return Err(usage(format!(
-            "--val-fraction {} must be in [0, 1)",
-            a.val_fraction
-        )));
-    }
-    let sgd = SgdParams {
-        lr: a.lr,
-        momentum: a.momentum,
-        nesterov: a.nesterov,
-        weight_decay: a.weight_decay,
-        batch_size: a.batch_size as usize,
-        epochs: a.epochs as usize,
-        seed: a.seed,
-        class_weight: match a.class_weight {
-            ClassWeightArg::None => ClassWeight::None,
-            ClassWeightArg::Balanced => ClassWeight::Balanced,
-        },
-    }
-    .check()
-    .map_err(|e| usage(e.to_string()))?;
-    let lbfgs = LbfgsParams {
-        l2: a.l2,
-        ..Default::default()
-    }
-    .check()
-    .map_err(|e| usage(e.to_string()))?;
+    let config = a.config();
+    config.check().map_err(|e| usage(e.to_string()))?;
     output_dir(&a.out, "--out")?;
     refuse_foreign_files(&a.out)?;
     let (_lock, warning) = DirLock::acquire(&a.out)?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
-
+    if let Some(w) = a.ignored_flags() {
+        eprintln!("warning: {w}");
+    }
     let cache = FeatureCache::open(&a.cache)?;
-    let manifest_sha256 = cache.manifest_sha256()?;
-    let rows = cache
-        .load()
-        .context("reading the cache (every shard's checksum is verified)")?;
-    let m = &cache.manifest;
-    let classes = m.classes.clone();
-    if classes.len() < 2 {
-        return Err(anyhow::anyhow!(
-            "{}: the cache has only one class ({}); a classifier needs at least two class folders in DATA_DIR",
-            a.cache.display(),
-            classes.first().map(String::as_str).unwrap_or("none")
-        ));
-    }
-    let split = split_cache(m, a.val_fraction, a.seed)?;
-    let view_sel = match a.views {
-        Views::All => ViewSelection::All,
-        Views::Eval => ViewSelection::Eval,
-    };
-    let train = Rows::select(&rows, &split.train, view_sel);
-    let val = Rows::select(&rows, &split.val, ViewSelection::Eval);
-    if train.is_empty() {
-        return Err(anyhow::anyhow!(
-            "no training rows: the cache has {} usable images",
-            m.usable_images().count()
-        ));
-    }
     let show_table = !a.json;
-    let sgd_only_set = a.epochs != 20
-        || a.lr != 0.001
-        || a.momentum != 0.9
-        || a.nesterov
-        || a.weight_decay != 0.0
-        || a.batch_size != 32
-        || matches!(a.class_weight, ClassWeightArg::Balanced);
-    if a.solver == Solver::Lbfgs && sgd_only_set {
-        eprintln!("warning: --epochs, --lr, --momentum, --nesterov, --weight-decay, --batch-size and --class-weight apply to --solver sgd only; ignored");
-    }
-    if a.solver == Solver::Sgd && a.l2.is_some() {
-        eprintln!(
-            "warning: --l2 applies to --solver lbfgs only (for SGD use --weight-decay); ignored"
-        );
-    }
-    let solver_name = match a.solver {
-        Solver::Sgd => "sgd",
-        Solver::Lbfgs => "lbfgs",
-    };
-    eprintln!(
-        "train-head: {} training images ({} rows), {} validation images, {} classes, solver {}",
-        split.train.len(),
-        train.len(),
-        split.val.len(),
-        classes.len(),
-        solver_name
-    );
-    let (head, history, solver_info) = match a.solver {
-        Solver::Sgd => {
-            if show_table {
+    let solver_name = config.solver.name();
+    let classes = cache.manifest.classes.len();
+    let lbfgs = matches!(config.solver, Solver::Lbfgs(_));
+    let mut on_event = |e: TrainEvent<'_>| match e {
+        TrainEvent::Started(s) => {
+            eprintln!(
+                "train-head: {} training images ({} rows), {} validation images, {classes} classes, solver {solver_name}",
+                s.train_images, s.train_rows, s.val_images
+            );
+            if show_table && !lbfgs {
                 eprintln!(
                     "{:>5}  {:>10}  {:>9}  {:>8}  {:>7}",
                     "epoch", "train loss", "train acc", "val loss", "val acc"
                 );
             }
-            let mut on_epoch = |r: &EpochRecord| {
-                if show_table {
-                    let f =
-                        |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
-                    eprintln!(
-                        "{:>5}  {:>10.4}  {:>9.4}  {:>8}  {:>7}",
-                        r.epoch,
-                        r.train_loss,
-                        r.train_accuracy,
-                        f(r.val_loss),
-                        f(r.val_accuracy)
-                    );
-                }
-            };
-            let (head, history) = train_sgd(&train, &val, classes.len(), &sgd, &mut on_epoch)?;
-            (head, history, json!({"solver": "sgd", "params": &*sgd}))
         }
-        Solver::Lbfgs => {
-            // The sweep's validation slice is carved from the training images only.
-            let pairs: Vec<(usize, usize)> = split
-                .train
-                .iter()
-                .map(|&i| (i, m.images[i].label))
-                .collect();
-            let inner = stratified(&pairs, 0.2, a.seed ^ 0x5EEB);
-            let sweep_train = Rows::select(&rows, &inner.train, view_sel);
-            let sweep_val = Rows::select(&rows, &inner.val, ViewSelection::Eval);
-            let (head, rep) = train_lbfgs(&train, &sweep_train, &sweep_val, classes.len(), &lbfgs)?;
-            if show_table {
-                for (l2, acc, loss) in &rep.sweep {
-                    eprintln!("  λ = {l2:.1e}: sweep validation accuracy {acc:.4}, cross-entropy {loss:.4}");
-                }
-                eprintln!(
-                    "  chose λ = {:.1e}; final fit {} iterations, converged: {}",
-                    rep.l2, rep.iterations, rep.converged
-                );
-            }
-            let (tl, ta, _) = score(&head, &train)?;
-            let (vl, va) = if val.is_empty() {
-                (None, None)
-            } else {
-                let (l, acc, _) = score(&head, &val)?;
-                (Some(l), Some(acc))
-            };
-            let rec = EpochRecord {
-                epoch: 1,
-                train_loss: tl,
-                train_accuracy: ta,
-                val_loss: vl,
-                val_accuracy: va,
-            };
-            if show_table {
-                eprintln!(
-                    "train loss {tl:.4}  train acc {ta:.4}  val acc {}",
-                    va.map(|v| format!("{v:.4}")).unwrap_or("-".into())
-                );
-            }
-            (
-                head,
-                vec![rec],
-                json!({"solver": "lbfgs", "params": &*lbfgs, "result": rep}),
-            )
+        TrainEvent::Epoch(r) if show_table && !lbfgs => {
+            let f = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
+            eprintln!(
+                "{:>5}  {:>10.4}  {:>9.4}  {:>8}  {:>7}",
+                r.epoch,
+                r.train_loss,
+                r.train_accuracy,
+                f(r.val_loss),
+                f(r.val_accuracy)
+            );
         }
+        TrainEvent::Epoch(_) => {}
     };
+    let trained = train_head(&cache, &config, &mut on_event)
+        .context("training the head (every shard's checksum is verified while reading)")?;
+    if let (Some(rep), true) = (&trained.lbfgs, show_table) {
+        for (l2, acc, loss) in &rep.sweep {
+            eprintln!(
+                "  λ = {l2:.1e}: sweep validation accuracy {acc:.4}, cross-entropy {loss:.4}"
+            );
+        }
+        eprintln!(
+            "  chose λ = {:.1e}; final fit {} iterations, converged: {}",
+            rep.l2, rep.iterations, rep.converged
+        );
+        let last = trained.history.last().expect("one record");
+        eprintln!(
+            "train loss {:.4}  train acc {:.4}  val acc {}",
+            last.train_loss,
+            last.train_accuracy,
+            last.val_accuracy
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or("-".into())
+        );
+    }
 
-    let (_, _, pred) = score(&head, &val)?;
-    let truth: Vec<usize> = val.y.iter().map(|&y| y as usize).collect();
-    let report = Report::new(&classes, &truth, &pred);
-    let last = history.last().cloned().expect("at least one epoch");
-    let training = json!({
-        "solver": solver_info,
-        "views": format!("{:?}", a.views).to_lowercase(),
-        "val_fraction": a.val_fraction,
-        "seed": a.seed,
-        "split": {"kind": split.kind, "train_images": split.train.len(), "val_images": split.val.len()},
-        "train_rows": train.len(),
-        "cache_manifest_sha256": manifest_sha256,
-    });
-    let val_metrics = if val.is_empty() {
-        json!(null)
-    } else {
-        json!({"accuracy": report.accuracy, "macro_f1": report.macro_f1, "n": report.n, "loss": last.val_loss})
-    };
-    let ck = HeadCheckpoint {
-        head,
-        meta: HeadMetadata {
-            classes: classes.clone(),
-            backbone: m.settings.backbone.clone(),
-            weights_sha256: m.settings.weights_sha256.clone(),
-            feature_dim: m.settings.feature_dim,
-            training: training.clone(),
-            val_metrics,
-        },
-    };
     // Every file of the head directory is written into a staging directory and swapped in at
     // once: a reader (or a crash at any moment) sees the old complete head or the new one.
     let out = &a.out;
+    let ck = trained.checkpoint(&cache);
     let seconds = started.elapsed().as_secs_f64();
     let run = json!({
         "command": std::env::args().collect::<Vec<_>>(),
@@ -309,34 +235,30 @@ pub fn run(a: Args) -> Result<()> {
         "version": env!("CARGO_PKG_VERSION"),
         "git_commit": env!("HEADSTART_GIT_COMMIT"),
         "cache": a.cache,
-        "cache_manifest_sha256": training["cache_manifest_sha256"],
-        "settings": {
-            "solver": solver_name,
-            "epochs": a.epochs, "lr": a.lr, "momentum": a.momentum, "nesterov": a.nesterov,
-            "weight_decay": a.weight_decay, "batch_size": a.batch_size, "l2": a.l2,
-            "val_fraction": a.val_fraction, "seed": a.seed,
-            "views": format!("{:?}", a.views).to_lowercase(),
-            "class_weight": format!("{:?}", a.class_weight).to_lowercase(),
-        },
-        "training": training,
+        "cache_manifest_sha256": trained.cache_manifest_sha256,
+        "config": trained.config,
+        "split": trained.split,
+        "lbfgs": trained.lbfgs,
         "seconds": seconds,
     });
     let title = format!(
         "{}-class linear head on {} features",
-        classes.len(),
-        m.settings.backbone.name
+        classes, cache.manifest.settings.backbone.name
     );
+    let history = &trained.history;
+    let report = &trained.report;
     publish_dir(out, |dir| -> Result<()> {
         let write = |name: &str, bytes: &[u8]| write_atomic(&dir.join(name), bytes);
         ck.save(dir)?;
-        write("history.json", &serde_json::to_vec_pretty(&history)?)?;
-        write("history.csv", to_csv(&history).as_bytes())?;
-        plot_curves(&history, &dir.join("curves.png"), &title)?;
-        write("report.json", &serde_json::to_vec_pretty(&report)?)?;
+        write("history.json", &serde_json::to_vec_pretty(history)?)?;
+        write("history.csv", to_csv(history).as_bytes())?;
+        plot_curves(history, &dir.join("curves.png"), &title)?;
+        write("report.json", &serde_json::to_vec_pretty(report)?)?;
         write("report.txt", report.to_text().as_bytes())?;
         write("run.json", &serde_json::to_vec_pretty(&run)?)?;
         Ok(())
     })?;
+    let last = history.last().expect("at least one epoch");
     if a.json {
         print_json(&json!({
             "val_accuracy": last.val_accuracy,
@@ -357,7 +279,7 @@ pub fn run(a: Args) -> Result<()> {
             seconds,
             out.display()
         );
-        if !val.is_empty() {
+        if trained.split.val_images > 0 {
             println!("{}", report.to_text());
         }
     }

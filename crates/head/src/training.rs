@@ -1,0 +1,313 @@
+//! Training a head on a feature cache as one library call: a typed, serialisable
+//! [`TrainConfig`] in, a [`TrainReport`] out (burn's `TrainingConfig` saved beside the model is
+//! the model for this). The same config is what `run.json` and the head's metadata record, so
+//! reproducing a head means reading a type, not a JSON blob.
+
+use headstart_cache::FeatureCache;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{HeadCheckpoint, HeadMetadata};
+use crate::data::{Rows, ViewSelection};
+use crate::history::EpochRecord;
+use crate::lbfgs::{train_lbfgs, LbfgsParams, LbfgsReport};
+use crate::linear::LinearHead;
+use crate::metrics::Report;
+use crate::sgd::SgdParams;
+use crate::split::{split_cache, stratified};
+use crate::train::{score, train_sgd};
+use crate::{Error, Result};
+
+/// The optimiser and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Solver {
+    /// Mini-batch SGD with momentum (the PyTorch tutorial's recipe).
+    Sgd(SgdParams),
+    /// Full-batch L-BFGS to convergence with an L2 penalty (the CLIP linear-probe protocol).
+    Lbfgs(LbfgsParams),
+}
+
+impl Solver {
+    /// `sgd` or `lbfgs`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Solver::Sgd(_) => "sgd",
+            Solver::Lbfgs(_) => "lbfgs",
+        }
+    }
+}
+
+/// Everything a training run depends on besides the cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The optimiser, as `{"sgd": {…}}` or `{"lbfgs": {…}}` (SGD's own seed drives its
+    /// initialisation and shuffles).
+    pub solver: Solver,
+    /// Which cached views of the training images train the head (validation always uses the
+    /// eval view).
+    pub views: ViewSelection,
+    /// Fraction of images held out for validation when the dataset has no `val/` folder.
+    pub val_fraction: f64,
+    /// Seed of the train/validation split (and of the L-BFGS sweep's inner split).
+    pub seed: u64,
+    /// L-BFGS without a fixed penalty: the fraction of the training images on which each
+    /// candidate penalty is scored (the rest fit it).
+    pub sweep_val_fraction: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            solver: Solver::Sgd(SgdParams::default()),
+            views: ViewSelection::All,
+            val_fraction: 0.2,
+            seed: 43,
+            sweep_val_fraction: 0.2,
+        }
+    }
+}
+
+/// The stream that separates the sweep's inner split from the outer one (same seed).
+const SWEEP_SPLIT_STREAM: u64 = 0x5EEB;
+
+impl TrainConfig {
+    /// Checks every setting once (the solver's too); an `Error::InvalidParams` names the first
+    /// bad one.
+    pub fn check(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return Err(Error::InvalidParams(format!(
+                "--val-fraction {} must be in [0, 1)",
+                self.val_fraction
+            )));
+        }
+        if !(self.sweep_val_fraction > 0.0 && self.sweep_val_fraction < 1.0) {
+            return Err(Error::InvalidParams(format!(
+                "sweep validation fraction {} must be in (0, 1)",
+                self.sweep_val_fraction
+            )));
+        }
+        match &self.solver {
+            Solver::Sgd(p) => p.clone().check().map(drop),
+            Solver::Lbfgs(p) => p.clone().check().map(drop),
+        }
+    }
+}
+
+/// How the images were split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitSummary {
+    /// `stratified` (seeded, per class) or `dataset` (the `train/` and `val/` folders).
+    pub kind: String,
+    /// Training images.
+    pub train_images: usize,
+    /// Validation images.
+    pub val_images: usize,
+    /// Training rows (images × selected views).
+    pub train_rows: usize,
+}
+
+/// Validation metrics at the end of training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValMetrics {
+    /// Top-1 accuracy.
+    pub accuracy: f64,
+    /// Macro-averaged F1.
+    pub macro_f1: f64,
+    /// Validation images scored.
+    pub n: usize,
+    /// Mean cross-entropy.
+    pub loss: Option<f64>,
+}
+
+/// What a training run produced.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    /// The trained head.
+    pub head: LinearHead,
+    /// The settings it was trained with.
+    pub config: TrainConfig,
+    /// Class names, in output order.
+    pub classes: Vec<String>,
+    /// Per-epoch records (SGD); for L-BFGS a single record: the final fit's scores.
+    pub history: Vec<EpochRecord>,
+    /// The L-BFGS fit and its penalty sweep.
+    pub lbfgs: Option<LbfgsReport>,
+    /// The split.
+    pub split: SplitSummary,
+    /// Accuracy, confusion and per-class metrics on the validation images.
+    pub report: Report,
+    /// The same, summarised (None without validation images).
+    pub val_metrics: Option<ValMetrics>,
+    /// sha256 of the cache's `manifest.json`, for provenance.
+    pub cache_manifest_sha256: String,
+}
+
+impl TrainReport {
+    /// The head with its metadata, ready to save.
+    pub fn checkpoint(&self, cache: &FeatureCache) -> HeadCheckpoint {
+        let s = &cache.manifest.settings;
+        HeadCheckpoint {
+            head: self.head.clone(),
+            meta: HeadMetadata {
+                classes: self.classes.clone(),
+                backbone: s.backbone.clone(),
+                weights_sha256: s.weights_sha256.clone(),
+                feature_dim: s.feature_dim,
+                config: Some(self.config.clone()),
+                val_metrics: self.val_metrics.clone(),
+            },
+        }
+    }
+}
+
+/// What a training run reports while it runs.
+#[derive(Debug, Clone, Copy)]
+pub enum TrainEvent<'a> {
+    /// The split is made; training starts.
+    Started(&'a SplitSummary),
+    /// An epoch (SGD) or the final fit (L-BFGS) is scored.
+    Epoch(&'a EpochRecord),
+}
+
+/// Trains a linear head on `cache` (every shard's checksum verified while reading).
+/// `on_event` hears when training starts and each epoch's record as soon as it is computed.
+pub fn train_head(
+    cache: &FeatureCache,
+    config: &TrainConfig,
+    on_event: &mut dyn FnMut(TrainEvent<'_>),
+) -> Result<TrainReport> {
+    config.check()?;
+    let m = &cache.manifest;
+    let classes = m.classes.clone();
+    if classes.len() < 2 {
+        return Err(Error::Data(format!(
+            "{}: the cache has only one class ({}); a classifier needs at least two class folders",
+            cache.dir.display(),
+            classes.first().map(String::as_str).unwrap_or("none")
+        )));
+    }
+    let cache_manifest_sha256 = cache.manifest_sha256()?;
+    let rows = cache.load()?;
+    let split = split_cache(m, config.val_fraction, config.seed)?;
+    let train = Rows::select(&rows, &split.train, config.views);
+    let val = Rows::select(&rows, &split.val, ViewSelection::Eval);
+    if train.is_empty() {
+        return Err(Error::Data(format!(
+            "no training rows: the cache has {} usable images",
+            m.usable_images().count()
+        )));
+    }
+    let summary = SplitSummary {
+        kind: split.kind.clone(),
+        train_images: split.train.len(),
+        val_images: split.val.len(),
+        train_rows: train.len(),
+    };
+    on_event(TrainEvent::Started(&summary));
+    let (head, history, lbfgs) = match &config.solver {
+        Solver::Sgd(p) => {
+            let p = p.clone().check()?;
+            let (head, history) = train_sgd(&train, &val, classes.len(), &p, &mut |r| {
+                on_event(TrainEvent::Epoch(r))
+            })?;
+            (head, history, None)
+        }
+        Solver::Lbfgs(p) => {
+            let p = p.clone().check()?;
+            // The sweep's validation slice is carved from the training images only.
+            let pairs: Vec<(usize, usize)> = split
+                .train
+                .iter()
+                .map(|&i| (i, m.images[i].label))
+                .collect();
+            let inner = stratified(
+                &pairs,
+                config.sweep_val_fraction,
+                config.seed ^ SWEEP_SPLIT_STREAM,
+            );
+            let sweep_train = Rows::select(&rows, &inner.train, config.views);
+            let sweep_val = Rows::select(&rows, &inner.val, ViewSelection::Eval);
+            let (head, rep) = train_lbfgs(&train, &sweep_train, &sweep_val, classes.len(), &p)?;
+            let (train_loss, train_accuracy, _) = score(&head, &train)?;
+            let (val_loss, val_accuracy) = if val.is_empty() {
+                (None, None)
+            } else {
+                let (l, a, _) = score(&head, &val)?;
+                (Some(l), Some(a))
+            };
+            let rec = EpochRecord {
+                epoch: 1,
+                train_loss,
+                train_accuracy,
+                val_loss,
+                val_accuracy,
+            };
+            on_event(TrainEvent::Epoch(&rec));
+            (head, vec![rec], Some(rep))
+        }
+    };
+    let (_, _, pred) = score(&head, &val)?;
+    let truth: Vec<usize> = val.y.iter().map(|&y| y as usize).collect();
+    let report = Report::new(&classes, &truth, &pred);
+    let last = history.last().expect("at least one epoch");
+    let val_metrics = if val.is_empty() {
+        None
+    } else {
+        Some(ValMetrics {
+            accuracy: report.accuracy,
+            macro_f1: report.macro_f1,
+            n: report.n,
+            loss: last.val_loss,
+        })
+    };
+    Ok(TrainReport {
+        head,
+        config: config.clone(),
+        classes,
+        history,
+        lbfgs,
+        split: summary,
+        report,
+        val_metrics,
+        cache_manifest_sha256,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trips_as_json_with_the_solver_named() {
+        for solver in [
+            Solver::Sgd(SgdParams::default()),
+            Solver::Lbfgs(LbfgsParams::default()),
+        ] {
+            let c = TrainConfig {
+                solver,
+                ..Default::default()
+            };
+            let j = serde_json::to_value(&c).unwrap();
+            assert!(j["solver"].get(c.solver.name()).is_some(), "{j}");
+            let back: TrainConfig = serde_json::from_value(j).unwrap();
+            assert_eq!(back, c);
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_refused_before_any_work() {
+        let c = TrainConfig {
+            val_fraction: 1.0,
+            ..Default::default()
+        };
+        assert!(matches!(c.check(), Err(Error::InvalidParams(_))));
+        let c = TrainConfig {
+            solver: Solver::Sgd(SgdParams {
+                lr: -1.0,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(c.check().unwrap_err().to_string().contains("--lr"));
+    }
+}
