@@ -20,6 +20,13 @@ pub enum Error {
         example: String,
     },
 
+    /// An image over the decoder's size limit (decompression-bomb guard).
+    #[error("{reason}")]
+    TooLarge {
+        /// Its size and the limit, in words.
+        reason: String,
+    },
+
     /// A batch the network cannot take (wrong channel count, too small for a kernel, …).
     #[error("backbone input: {0}")]
     Input(String),

@@ -20,7 +20,20 @@ pub enum Error {
         /// The manifest path.
         path: PathBuf,
         /// What is wrong.
-        reason: String,
+        reason: ManifestError,
+    },
+
+    /// A tensor's shape does not match its data (a bug in the caller, never a file problem).
+    #[error("tensor `{name}`: shape {shape:?} holds {expected} values, data has {found}")]
+    TensorShape {
+        /// The tensor.
+        name: String,
+        /// Its declared shape.
+        shape: Vec<usize>,
+        /// Values the shape holds.
+        expected: usize,
+        /// Values given.
+        found: usize,
     },
 
     /// A shard is missing, has the wrong checksum or the wrong content.
@@ -28,7 +41,9 @@ pub enum Error {
     Shard {
         /// The shard path.
         path: PathBuf,
-        /// What is wrong.
+        /// Which check failed.
+        kind: ShardProblem,
+        /// What is wrong, in words.
         reason: String,
     },
 
@@ -70,6 +85,45 @@ impl Error {
             source,
         }
     }
+}
+
+/// Which check a shard failed (what `cache verify` reports as the failed check).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardProblem {
+    /// The file is not there.
+    Missing,
+    /// Its sha256 differs from the manifest's.
+    Checksum,
+    /// Not a safetensors file, or a tensor is missing or mis-shaped.
+    Format,
+    /// A row's image or label index disagrees with the manifest.
+    Index,
+}
+
+impl ShardProblem {
+    /// The check's name in reports: `missing`, `sha256`, `format`, `index`.
+    pub fn check(self) -> &'static str {
+        match self {
+            ShardProblem::Missing => "missing",
+            ShardProblem::Checksum => "sha256",
+            ShardProblem::Format => "format",
+            ShardProblem::Index => "index",
+        }
+    }
+}
+
+/// Why a `manifest.json` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Not JSON, or JSON of another shape.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// Another format, or a newer version of this one.
+    #[error("{0}")]
+    Format(String),
+    /// Parsed, but its parts disagree (labels, row counts, shard names).
+    #[error("{0}")]
+    Inconsistent(String),
 }
 
 /// Result alias for this crate.

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use headstart_core::config::{BackboneConfig, Interpolation};
 use serde::{Deserialize, Serialize};
 
+use crate::error::ManifestError;
 use crate::{Error, Result};
 
 /// The `format` value of every manifest.
@@ -242,20 +243,24 @@ impl Manifest {
     }
 
     /// Parses manifest bytes and checks their internal consistency. Never panics.
-    pub fn parse(bytes: &[u8]) -> std::result::Result<Self, String> {
-        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    pub fn parse(bytes: &[u8]) -> std::result::Result<Self, ManifestError> {
+        let m: Manifest = serde_json::from_slice(bytes)?;
         if m.format != FORMAT {
-            return Err(format!("format is `{}`, expected `{FORMAT}`", m.format));
+            return Err(ManifestError::Format(format!(
+                "format is `{}`, expected `{FORMAT}`",
+                m.format
+            )));
         }
         if m.format_version > FORMAT_VERSION {
-            return Err(format!(
+            return Err(ManifestError::Format(format!(
                 "format version {} is newer than this headstart understands ({FORMAT_VERSION}); upgrade headstart",
                 m.format_version
-            ));
+            )));
         }
+        let bad = |m: String| Err(ManifestError::Inconsistent(m));
         for (i, img) in m.images.iter().enumerate() {
             if img.label >= m.classes.len() {
-                return Err(format!(
+                return bad(format!(
                     "image {i} ({}) has label {} but there are {} classes",
                     img.path,
                     img.label,
@@ -267,16 +272,16 @@ impl Manifest {
             .shards
             .iter()
             .try_fold(0usize, |acc, s| acc.checked_add(s.rows))
-            .ok_or("shard row counts overflow")?;
+            .ok_or_else(|| ManifestError::Inconsistent("shard row counts overflow".into()))?;
         if total != m.rows {
-            return Err(format!(
+            return bad(format!(
                 "shards hold {total} rows but the manifest says {}",
                 m.rows
             ));
         }
         for s in &m.shards {
             if s.file.contains('/') || s.file.contains('\\') || s.file.starts_with('.') {
-                return Err(format!(
+                return bad(format!(
                     "shard file name `{}` is not a plain file name",
                     s.file
                 ));

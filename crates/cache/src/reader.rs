@@ -6,6 +6,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::error::ShardProblem;
 use crate::lock::DirLock;
 use crate::manifest::{FeatureDType, ImageStatus, Manifest, ShardEntry};
 use crate::{Error, Result};
@@ -107,35 +108,42 @@ impl FeatureCache {
 
     fn read_shard(&self, entry: &ShardEntry) -> Result<ShardData> {
         let path = self.dir.join(&entry.file);
-        let shard_err = |reason: String| Error::Shard {
+        let shard_err = |kind: ShardProblem, reason: String| Error::Shard {
             path: path.clone(),
+            kind,
             reason,
         };
         let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => shard_err("missing".into()),
+            std::io::ErrorKind::NotFound => shard_err(ShardProblem::Missing, "missing".into()),
             _ => Error::io(&path, e),
         })?;
         let sha = hex::encode(Sha256::digest(&bytes));
         if sha != entry.sha256 {
-            return Err(shard_err(format!(
-                "checksum mismatch: sha256 is {sha}, manifest says {}",
-                entry.sha256
-            )));
+            return Err(shard_err(
+                ShardProblem::Checksum,
+                format!(
+                    "checksum mismatch: sha256 is {sha}, manifest says {}",
+                    entry.sha256
+                ),
+            ));
         }
         let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| shard_err(format!("not a safetensors file: {e}")))?;
+            .map_err(|e| shard_err(ShardProblem::Format, format!("not a safetensors file: {e}")))?;
         let dim = self.manifest.settings.feature_dim;
         let rows = entry.rows;
         let get = |name: &str, dtype: Dtype, shape: &[usize]| -> Result<Vec<u8>> {
             let t = st
                 .tensor(name)
-                .map_err(|_| shard_err(format!("tensor `{name}` missing")))?;
+                .map_err(|_| shard_err(ShardProblem::Format, format!("tensor `{name}` missing")))?;
             if t.dtype() != dtype || t.shape() != shape {
-                return Err(shard_err(format!(
-                    "tensor `{name}` is {:?} {:?}, expected {dtype:?} {shape:?}",
-                    t.dtype(),
-                    t.shape()
-                )));
+                return Err(shard_err(
+                    ShardProblem::Format,
+                    format!(
+                        "tensor `{name}` is {:?} {:?}, expected {dtype:?} {shape:?}",
+                        t.dtype(),
+                        t.shape()
+                    ),
+                ));
             }
             Ok(t.data().to_vec())
         };
@@ -166,15 +174,17 @@ impl FeatureCache {
         for r in 0..rows {
             let (img, lab) = (data.image[r], data.label[r]);
             if img < 0 || img >= n_images {
-                return Err(shard_err(format!(
-                    "row {r}: image index {img} outside the manifest's {n_images} images"
-                )));
+                return Err(shard_err(
+                    ShardProblem::Index,
+                    format!("row {r}: image index {img} outside the manifest's {n_images} images"),
+                ));
             }
             if lab < 0 || lab >= n_classes || self.manifest.images[img as usize].label as i64 != lab
             {
-                return Err(shard_err(format!(
-                    "row {r}: label {lab} disagrees with the manifest"
-                )));
+                return Err(shard_err(
+                    ShardProblem::Index,
+                    format!("row {r}: label {lab} disagrees with the manifest"),
+                ));
             }
         }
         Ok(data)
@@ -221,10 +231,8 @@ impl FeatureCache {
         for entry in &self.manifest.shards {
             if let Err(e) = self.read_shard(entry) {
                 let check = match &e {
-                    Error::Shard { reason, .. } if reason == "missing" => "missing",
-                    Error::Shard { reason, .. } if reason.starts_with("checksum") => "sha256",
-                    Error::Shard { reason, .. } if reason.starts_with("row") => "index",
-                    _ => "format",
+                    Error::Shard { kind, .. } => kind.check(),
+                    _ => ShardProblem::Format.check(),
                 };
                 problems.push(Problem {
                     file: entry.file.clone(),

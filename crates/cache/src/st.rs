@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::Error;
 use serde_json::{json, Map, Value};
 
 /// Borrowed tensor data of one of the dtypes headstart writes.
@@ -80,11 +81,11 @@ pub struct NamedTensor<'a> {
 
 /// Serialises tensors (written in the given order) and string metadata into safetensors bytes.
 ///
-/// Panics never; returns an error string if a shape does not match its data.
+/// Panics never; [`Error::TensorShape`] if a shape does not match its data.
 pub fn serialize(
     tensors: &[NamedTensor<'_>],
     metadata: &BTreeMap<String, String>,
-) -> Result<Vec<u8>, String> {
+) -> crate::Result<Vec<u8>> {
     let mut header = Map::new();
     if !metadata.is_empty() {
         header.insert("__metadata__".into(), json!(metadata));
@@ -93,12 +94,12 @@ pub fn serialize(
     for t in tensors {
         let n: usize = t.shape.iter().product();
         if n != t.data.len() {
-            return Err(format!(
-                "tensor `{}`: shape {:?} holds {n} values, data has {}",
-                t.name,
-                t.shape,
-                t.data.len()
-            ));
+            return Err(Error::TensorShape {
+                name: t.name.to_string(),
+                shape: t.shape.clone(),
+                expected: n,
+                found: t.data.len(),
+            });
         }
         let end = offset + t.data.byte_len();
         header.insert(
@@ -107,7 +108,8 @@ pub fn serialize(
         );
         offset = end;
     }
-    let mut header_bytes = serde_json::to_vec(&Value::Object(header)).map_err(|e| e.to_string())?;
+    let mut header_bytes =
+        serde_json::to_vec(&Value::Object(header)).expect("a JSON map of strings and numbers");
     while !header_bytes.len().is_multiple_of(8) {
         header_bytes.push(b' ');
     }
@@ -170,6 +172,9 @@ mod tests {
             shape: vec![2],
             data: Data::F32(&f),
         }];
-        assert!(serialize(&t, &BTreeMap::new()).unwrap_err().contains("x"));
+        assert!(serialize(&t, &BTreeMap::new())
+            .unwrap_err()
+            .to_string()
+            .contains("x"));
     }
 }

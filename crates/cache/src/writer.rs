@@ -251,11 +251,7 @@ impl CacheWriter {
     pub fn commit_shard(&mut self) -> Result<()> {
         let index = self.manifest.shards.len();
         let file = shard_name(index);
-        let bytes =
-            encode_shard(&self.buffer, &self.manifest.settings).map_err(|reason| Error::Shard {
-                path: self.dir.join(&file),
-                reason,
-            })?;
+        let bytes = encode_shard(&self.buffer, &self.manifest.settings)?;
         let path = self.dir.join(&file);
         write_atomic(&path, &bytes)?;
         let rows = self.buffer.rows();
@@ -280,7 +276,7 @@ impl CacheWriter {
     }
 }
 
-fn encode_shard(b: &ShardBuffer, s: &CacheSettings) -> std::result::Result<Vec<u8>, String> {
+fn encode_shard(b: &ShardBuffer, s: &CacheSettings) -> Result<Vec<u8>> {
     let rows = b.rows();
     let half: Vec<half::f16>;
     let features = match s.dtype {

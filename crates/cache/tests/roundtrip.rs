@@ -210,7 +210,10 @@ fn manifest_parser_rejects_garbage_without_panicking() {
     let s = String::from_utf8(good)
         .unwrap()
         .replace("\"rows\": 9", "\"rows\": 10");
-    assert!(Manifest::parse(s.as_bytes()).unwrap_err().contains("rows"));
+    assert!(Manifest::parse(s.as_bytes())
+        .unwrap_err()
+        .to_string()
+        .contains("rows"));
 }
 
 #[test]

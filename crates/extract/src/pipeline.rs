@@ -229,13 +229,17 @@ fn prepare(
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
         build_views(&bytes, &item.rel_bytes, backbone, opts)
     }))
-    .unwrap_or_else(|_| Err("the decoder crashed on this file".to_string()));
+    .unwrap_or_else(|_| {
+        Err(headstart_backbone::Error::image(
+            "the decoder crashed on this file",
+        ))
+    });
     let outcome = match outcome {
         Ok((views, pixels)) => Outcome::Ready { views, pixels },
-        Err(reason) if reason.contains("MP limit") => Outcome::Skipped(format!(
-            "{reason} (to accept it, rerun with a larger --max-megapixels and --force)"
+        Err(e @ headstart_backbone::Error::TooLarge { .. }) => Outcome::Skipped(format!(
+            "{e} (to accept it, rerun with a larger --max-megapixels and --force)"
         )),
-        Err(reason) => Outcome::Skipped(reason),
+        Err(e) => Outcome::Skipped(e.to_string()),
     };
     Prepared { entry, outcome }
 }
@@ -245,9 +249,9 @@ fn build_views(
     rel: &[u8],
     backbone: &Backbone,
     opts: &ExtractOptions,
-) -> std::result::Result<(Vec<ViewMeta>, Vec<f32>), String> {
+) -> headstart_backbone::Result<(Vec<ViewMeta>, Vec<f32>)> {
     let cfg = &backbone.config().preprocess;
-    let img = preprocess::decode_rgb(bytes, &opts.limits).map_err(|e| e.to_string())?;
+    let img = preprocess::decode_rgb(bytes, &opts.limits)?;
     let (w, h) = img.dimensions();
     let s = cfg.input_size;
     let plane = 3 * (s as usize) * (s as usize);

@@ -78,7 +78,7 @@ impl HeadCheckpoint {
                 data: Data::F32(&b),
             },
         ];
-        serialize(&tensors, &meta).map_err(Error::Data)
+        Ok(serialize(&tensors, &meta)?)
     }
 
     /// Parses head bytes; `path` is only used in error messages. Never panics.

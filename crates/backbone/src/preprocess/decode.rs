@@ -120,11 +120,13 @@ fn check_size(w: u32, h: u32, limits: &DecodeLimits) -> Result<()> {
     }
     let pixels = u64::from(w) * u64::from(h);
     if pixels > limits.max_pixels {
-        return Err(Error::image(format!(
-            "image is {w}×{h} ({} MP), over the {} MP limit",
-            megapixels(pixels),
-            megapixels(limits.max_pixels)
-        )));
+        return Err(Error::TooLarge {
+            reason: format!(
+                "image is {w}×{h} ({} MP), over the {} MP limit",
+                megapixels(pixels),
+                megapixels(limits.max_pixels)
+            ),
+        });
     }
     Ok(())
 }
@@ -173,6 +175,17 @@ fn describe(err: ImageError, format: ImageFormat, limits: &DecodeLimits, bytes: 
         Some(src) => src.to_string(),
         None => e.to_string(),
     };
+    if let ImageError::Limits(e) = &err {
+        return Error::TooLarge {
+            reason: match e.kind() {
+                LimitErrorKind::DimensionError => format!(
+                    "image dimensions exceed the {} MP limit",
+                    megapixels(limits.max_pixels)
+                ),
+                _ => format!("image too large to decode ({e})"),
+            },
+        };
+    }
     Error::image(match err {
         ImageError::Decoding(e) if format == ImageFormat::Jpeg => {
             format!("truncated or corrupt JPEG: {}", inner(&e))
@@ -194,13 +207,7 @@ fn describe(err: ImageError, format: ImageFormat, limits: &DecodeLimits, bytes: 
             },
             _ => format!("unsupported {name} variant: {e}"),
         },
-        ImageError::Limits(e) => match e.kind() {
-            LimitErrorKind::DimensionError => format!(
-                "image dimensions exceed the {} MP limit",
-                megapixels(limits.max_pixels)
-            ),
-            _ => format!("image too large to decode ({e})"),
-        },
+        ImageError::Limits(_) => unreachable!("handled above"),
         ImageError::Parameter(e) => format!("unusable {name}: {e}"),
         ImageError::Encoding(e) => format!("unusable {name}: {e}"),
     })

@@ -141,15 +141,26 @@ pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
         return Err(bad(format!("only {} bytes", bytes.len())));
     }
     if bytes.starts_with(b"PK\x03\x04") || bytes[0] == 0x80 {
-        return read_pth(&bytes).map_err(bad);
+        return read_pth(&bytes).map_err(|e| bad(e.to_string()));
     }
-    read_safetensors(&bytes).map_err(bad)
+    read_safetensors(&bytes).map_err(|e| bad(e.to_string()))
+}
+
+/// Why bytes could not be read as a weights file.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// A zip or legacy `.pth` that the reader refused (the reason says where and why).
+    #[error("{0}")]
+    Pth(String),
+    /// A `.safetensors` file that does not parse.
+    #[error("safetensors: {0}")]
+    Safetensors(String),
 }
 
 /// Parses safetensors bytes into tensors on the CPU, sorted by name.
-pub fn read_safetensors(bytes: &[u8]) -> std::result::Result<Vec<(String, Tensor)>, String> {
+pub fn read_safetensors(bytes: &[u8]) -> std::result::Result<Vec<(String, Tensor)>, FormatError> {
     let map = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
-        .map_err(|e| format!("safetensors: {e}"))?;
+        .map_err(|e| FormatError::Safetensors(e.to_string()))?;
     let mut out: Vec<(String, Tensor)> = map.into_iter().collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)

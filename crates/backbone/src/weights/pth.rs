@@ -36,6 +36,8 @@ use candle_core::{DType, Device, Tensor};
 
 type Res<T> = std::result::Result<T, String>;
 
+use super::FormatError;
+
 /// `torch.serialization.MAGIC_NUMBER` (0x1950a86a20f9469cfc6c), as the little-endian bytes of
 /// the pickled Python int that opens a legacy `.pth` file.
 const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
@@ -77,12 +79,13 @@ const MAX_MEMO: usize = 1 << 24;
 /// `params`. Dtypes: float64/32/16 and bfloat16 keep theirs, int64 is `I64`, int32, int16 and
 /// int8 are widened to `I64` (exactly), uint8 is `U8`, bool becomes `U8` (0 or 1).
 ///
-/// The error is a short human-readable reason. Never panics on malformed input, and never
+/// The error carries a short human-readable reason. Never panics on malformed input, and never
 /// allocates more than a length field claims without checking it against the input first.
-pub fn read_pth(bytes: &[u8]) -> std::result::Result<Vec<(String, Tensor)>, String> {
+pub fn read_pth(bytes: &[u8]) -> std::result::Result<Vec<(String, Tensor)>, FormatError> {
     // The reader is written not to panic; this is only a last safety net.
     std::panic::catch_unwind(|| read_pth_unguarded(bytes))
         .unwrap_or_else(|_| Err("malformed .pth file: internal error while reading it".to_string()))
+        .map_err(FormatError::Pth)
 }
 
 /// [`read_pth`] without the `catch_unwind` safety net, so tests see any panic.
