@@ -466,7 +466,7 @@ mod tests {
 
     fn reason(err: Error) -> String {
         match err {
-            Error::Image { reason } => reason,
+            Error::Image { reason } | Error::TooLarge { reason } => reason,
             other => panic!("expected an image error, got {other:?}"),
         }
     }
