@@ -1,16 +1,9 @@
 //! Parity with PyTorch/torchvision on the shared fixtures (‖out − ref‖ / ‖ref‖ ≤ 1e-4).
 
-use std::path::PathBuf;
-
 use candle_core::{Device, Tensor};
 use headstart_backbone::weights::WeightMap;
 use headstart_backbone::{Architecture, Backbone, Engine};
-
-fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared")
-        .join(rel)
-}
+use headstart_testkit::shared;
 
 fn expected(rel: &str) -> std::collections::HashMap<String, Tensor> {
     candle_core::safetensors::load(shared(rel), &Device::Cpu).expect("fixture readable")

@@ -3,13 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use headstart_testkit::shared;
 use serde_json::Value;
-
-fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared")
-        .join(rel)
-}
 
 fn lite0() -> PathBuf {
     shared("weights/efficientnet-lite0/efficientnet-lite0-57934424.pth")

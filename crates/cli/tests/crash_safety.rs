@@ -1,15 +1,10 @@
 //! Kill anywhere, lose nothing: SIGKILLed extractions resume to byte-identical caches, a second
 //! writer is locked out, and train-head outputs are never torn.
 
+use headstart_testkit::shared;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared")
-        .join(rel)
-}
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_headstart"));

@@ -259,6 +259,18 @@ fn walk(
     }
 }
 
+/// Every image file under `dir`, recursively, in sorted path order: the same rules as a dataset
+/// scan (hidden entries and headstart outputs skipped, symlinks followed without loops, images
+/// recognised by extension or by content). The second value lists what was skipped and why.
+pub fn find_images(dir: &Path) -> (Vec<PathBuf>, Vec<String>) {
+    let skip = Skip {
+        excluded: Vec::new(),
+    };
+    let (mut found, mut notes) = (Vec::new(), Vec::new());
+    walk(&skip, dir, &[], &mut HashSet::new(), &mut found, &mut notes);
+    (found.into_iter().map(|(_, p)| p).collect(), notes)
+}
+
 impl Dataset {
     /// Scans `root` as an ImageFolder (optionally with `train/` and `val/` or `test/` splits).
     pub fn scan(root: &Path) -> Result<Self> {

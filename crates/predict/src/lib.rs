@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use headstart_backbone::preprocess::{self, DecodeLimits};
 use headstart_backbone::weights::WeightMap;
 use headstart_backbone::{Architecture, Backbone};
-use headstart_extract::dataset::{has_image_extension, Dataset};
+use headstart_extract::dataset::Dataset;
 use headstart_head::{HeadCheckpoint, Report};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -78,37 +78,11 @@ pub struct Prediction {
 
 /// Expands files and folders (recursively, sorted, hidden entries skipped) into image paths.
 pub fn collect_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>, visited: &mut std::collections::HashSet<PathBuf>) {
-        // Follow symlinks, but never into a directory already seen (no loops, no duplicates).
-        let Ok(canonical) = std::fs::canonicalize(dir) else {
-            return;
-        };
-        if !visited.insert(canonical) {
-            return;
-        }
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        let mut entries: Vec<_> = rd.flatten().collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name();
-            if name.to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out, visited);
-            } else if has_image_extension(&name) {
-                out.push(p);
-            }
-        }
-    }
     let mut out = Vec::new();
-    let mut visited = std::collections::HashSet::new();
     for p in paths {
         if p.is_dir() {
-            walk(p, &mut out, &mut visited);
+            // The dataset scan's walker: one set of rules for what counts as an image.
+            out.extend(headstart_extract::dataset::find_images(p).0);
         } else if p.exists() {
             out.push(p.clone()); // an explicit file is tried whatever its extension
         } else {

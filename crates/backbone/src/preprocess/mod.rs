@@ -185,10 +185,10 @@ pub fn eval_input_into(
 mod tests {
     use super::*;
     use crate::config::{Architecture, Interpolation};
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
 
     fn shared() -> PathBuf {
-        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")).to_path_buf()
+        headstart_testkit::shared_dir()
     }
 
     fn synthetic(w: u32, h: u32) -> RgbImage {

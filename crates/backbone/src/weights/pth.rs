@@ -1539,21 +1539,14 @@ mod tests {
     use super::*;
     use candle_core::IndexOp;
 
-    const RESNET_PTH: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/resnet18/weights-prefixed.pth"
-    );
-    const RESNET_SAFETENSORS: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/resnet18/weights.safetensors"
-    );
-    const LITE0_PTH: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/weights/efficientnet-lite0/efficientnet-lite0-57934424.pth"
-    );
+    const RESNET_PTH: &str = "fixtures/resnet18/weights-prefixed.pth";
+    const RESNET_SAFETENSORS: &str = "fixtures/resnet18/weights.safetensors";
+    const LITE0_PTH: &str = "weights/efficientnet-lite0/efficientnet-lite0-57934424.pth";
 
-    fn read(path: &str) -> Vec<u8> {
-        std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    /// A file of the shared inputs, by its path inside `shared/`.
+    fn read(rel: &str) -> Vec<u8> {
+        let path = headstart_testkit::shared(rel);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
     /// Every element's bit pattern, for exact comparisons.
@@ -1641,7 +1634,11 @@ mod tests {
     #[test]
     fn zip_resnet18_matches_safetensors() {
         let got = read_pth(&read(RESNET_PTH)).unwrap();
-        let want = candle_core::safetensors::load(RESNET_SAFETENSORS, &Device::Cpu).unwrap();
+        let want = candle_core::safetensors::load(
+            headstart_testkit::shared(RESNET_SAFETENSORS),
+            &Device::Cpu,
+        )
+        .unwrap();
         assert_eq!(got.len(), want.len());
         assert!(
             got.windows(2).all(|w| w[0].0 < w[1].0),

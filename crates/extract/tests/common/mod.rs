@@ -1,18 +1,14 @@
 //! Shared fixtures of the extract integration tests.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use candle_core::Device;
 use headstart_backbone::weights::WeightMap;
 use headstart_backbone::{Architecture, Backbone};
 
-pub fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared")
-        .join(rel)
-}
+pub use headstart_testkit::shared;
 
 /// ResNet-18 with the fixture's random weights (fast, deterministic), and a fake weights hash.
 pub fn resnet18() -> &'static Backbone {

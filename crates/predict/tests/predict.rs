@@ -1,0 +1,145 @@
+//! The predict crate on its own: image collection, prediction with a head, evaluation.
+
+use std::path::PathBuf;
+
+use candle_core::Device;
+use headstart_backbone::weights::WeightMap;
+use headstart_backbone::Architecture;
+use headstart_head::{HeadCheckpoint, HeadMetadata, LinearHead};
+use headstart_predict::{collect_images, evaluate, Error, Predictor};
+use headstart_testkit::shared;
+
+fn lite0() -> WeightMap {
+    WeightMap::from_file(
+        &shared("weights/efficientnet-lite0/efficientnet-lite0-57934424.pth"),
+        None,
+    )
+    .unwrap()
+}
+
+/// A seeded random head over the flower classes, for the Lite0 features.
+fn predictor(weights: &WeightMap) -> Predictor {
+    let classes: Vec<String> = ["daisy", "dandelion", "rose", "sunflower", "tulip"]
+        .map(String::from)
+        .to_vec();
+    let head = HeadCheckpoint {
+        head: LinearHead::init(classes.len(), 1280, 7).unwrap(),
+        meta: HeadMetadata {
+            classes,
+            backbone: Architecture::EfficientNetLite0.config(),
+            weights_sha256: weights_sha(),
+            feature_dim: 1280,
+            config: None,
+            val_metrics: None,
+        },
+    };
+    Predictor::new(head, weights, &weights_sha(), false, &Device::Cpu).unwrap()
+}
+
+fn weights_sha() -> String {
+    "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db".into()
+}
+
+#[test]
+fn collect_images_walks_folders_like_a_dataset_scan() {
+    let d = tempfile::tempdir().unwrap();
+    for p in [
+        "b/y.png",
+        "a/x.jpg",
+        "a/.hidden.jpg",
+        "a/notes.txt",
+        "a/deep/z.jpeg",
+    ] {
+        let p = d.path().join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"x").unwrap();
+    }
+    std::os::unix::fs::symlink(d.path().join("a"), d.path().join("a/deep/loop")).unwrap();
+    let explicit = d.path().join("a/notes.txt");
+    let got = collect_images(&[d.path().to_path_buf(), explicit.clone()]).unwrap();
+    let rel: Vec<PathBuf> = got
+        .iter()
+        .map(|p| p.strip_prefix(d.path()).unwrap().to_path_buf())
+        .collect();
+    // Sorted, hidden and non-image files skipped, the loop entered once; an explicit file is
+    // kept whatever its extension.
+    assert_eq!(
+        rel,
+        ["a/deep/z.jpeg", "a/x.jpg", "b/y.png", "a/notes.txt"].map(PathBuf::from)
+    );
+    let missing = d.path().join("nope.jpg");
+    assert!(matches!(
+        collect_images(&[missing]),
+        Err(Error::MissingPath(_))
+    ));
+}
+
+#[test]
+fn predictions_are_ranked_probabilities_and_bad_files_do_not_stop_the_run() {
+    let w = lite0();
+    let p = predictor(&w);
+    let d = tempfile::tempdir().unwrap();
+    let broken = d.path().join("broken.jpg");
+    std::fs::write(&broken, b"not a jpeg").unwrap();
+    let mut daisies: Vec<PathBuf> = std::fs::read_dir(shared("data/flowers/daisy"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    daisies.sort();
+    let mut paths = daisies[..3].to_vec();
+    paths.insert(1, broken);
+    paths.push(PathBuf::from("/dev/zero")); // refused as not a regular file, never read
+    let mut done = 0;
+    let preds = p.predict(&paths, 2, 3, &mut |n| done += n).unwrap();
+    assert_eq!(done, paths.len());
+    assert_eq!(preds.len(), 5);
+    for (i, pr) in preds.iter().enumerate() {
+        match i {
+            1 | 4 => assert!(pr.top.is_none() && pr.error.is_some(), "{pr:?}"),
+            _ => {
+                let top = pr.top.as_ref().unwrap();
+                assert_eq!(top.len(), 3);
+                assert!(top.windows(2).all(|w| w[0].score >= w[1].score));
+                assert!(top.iter().all(|s| (0.0..=1.0).contains(&s.score)));
+            }
+        }
+    }
+    assert!(preds[4]
+        .error
+        .as_ref()
+        .unwrap()
+        .contains("not a regular file"));
+}
+
+#[test]
+fn evaluating_a_folder_with_nothing_to_score_is_an_error() {
+    let w = lite0();
+    let p = predictor(&w);
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("cactus")).unwrap();
+    std::fs::copy(
+        shared("data/flowers/daisy").join(
+            std::fs::read_dir(shared("data/flowers/daisy"))
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .file_name(),
+        ),
+        d.path().join("cactus/1.jpg"),
+    )
+    .unwrap();
+    let err = evaluate(
+        &p,
+        d.path(),
+        headstart_extract::dataset::Split::Val,
+        8,
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("no image of the head's classes") && err.contains("cactus"),
+        "{err}"
+    );
+}
