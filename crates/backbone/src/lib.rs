@@ -7,7 +7,9 @@
 //! - [`models`]: torchvision-exact forward passes with batch-norm folded into the convolutions.
 //! - [`preprocess`]: decoding and the PIL + torchvision eval transform.
 //! - [`imagenet`]: the 1000 ImageNet class names.
+//! - [`batch`]: files → eval transform → batches → a model, with per-file errors.
 
+pub mod batch;
 pub mod config;
 pub mod error;
 pub mod imagenet;

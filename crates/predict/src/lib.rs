@@ -7,12 +7,11 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use headstart_backbone::preprocess::{self, DecodeLimits};
+use headstart_backbone::preprocess::DecodeLimits;
 use headstart_backbone::weights::WeightMap;
 use headstart_backbone::{Architecture, Backbone};
 use headstart_extract::dataset::Dataset;
 use headstart_head::{HeadCheckpoint, Report};
-use rayon::prelude::*;
 use serde::Serialize;
 
 /// Errors of prediction.
@@ -153,55 +152,38 @@ impl Predictor {
         on_batch: &mut dyn FnMut(usize),
     ) -> Result<Vec<Prediction>> {
         let cfg = self.backbone.config().preprocess.clone();
-        let size = cfg.input_size as usize;
-        let mut out = Vec::with_capacity(paths.len());
-        for chunk in paths.chunks(batch_size.max(1)) {
-            let inputs: Vec<std::result::Result<Vec<f32>, String>> = chunk
-                .par_iter()
-                .map(|p| {
-                    preprocess::eval_input_from_file(p, &cfg, &self.limits)
-                        .map_err(|e| e.to_string())
-                })
-                .collect();
-            let ok: Vec<&[f32]> = inputs
-                .iter()
-                .filter_map(|r| r.as_ref().ok().map(|v| v.as_slice()))
-                .collect();
-            let probs: Vec<Vec<f32>> = if ok.is_empty() {
-                Vec::new()
-            } else {
-                let x = Tensor::from_vec(ok.concat(), (ok.len(), 3, size, size), &Device::Cpu)?;
-                self.probabilities(&x)?.to_vec2()?
-            };
-            let mut probs = probs.into_iter();
-            for (p, r) in chunk.iter().zip(inputs) {
+        let results = headstart_backbone::batch::run_on_files(
+            paths,
+            &cfg,
+            &self.limits,
+            batch_size,
+            &mut |x| Ok(self.probabilities(x).map_err(boxed)?.to_vec2::<f32>()?),
+            on_batch,
+        )?;
+        Ok(paths
+            .iter()
+            .zip(results)
+            .map(|(p, r)| {
                 let path = p.display().to_string();
-                out.push(match r {
+                match r {
+                    Ok(probs) => Prediction {
+                        path,
+                        top: Some(self.top_k(&probs, top_k)),
+                        error: None,
+                    },
                     Err(e) => Prediction {
                         path,
                         top: None,
-                        error: Some(e),
+                        error: Some(e.to_string()),
                     },
-                    Ok(_) => {
-                        let pr = probs.next().unwrap_or_default();
-                        Prediction {
-                            path,
-                            top: Some(self.top_k(&pr, top_k)),
-                            error: None,
-                        }
-                    }
-                });
-            }
-            on_batch(chunk.len());
-        }
-        Ok(out)
+                }
+            })
+            .collect())
     }
 
     fn top_k(&self, probs: &[f32], k: usize) -> Vec<Scored> {
-        let mut idx: Vec<usize> = (0..probs.len()).collect();
-        idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-        idx.into_iter()
-            .take(k.max(1))
+        headstart_backbone::batch::top_k(probs, k)
+            .into_iter()
             .map(|i| Scored {
                 index: i,
                 label: self.head.meta.classes[i].clone(),
@@ -209,6 +191,11 @@ impl Predictor {
             })
             .collect()
     }
+}
+
+/// A head failure inside the batch loop, carried as a backbone-side error.
+fn boxed(e: Error) -> headstart_backbone::Error {
+    headstart_backbone::Error::Input(e.to_string())
 }
 
 /// The result of evaluating a head on a labelled folder.

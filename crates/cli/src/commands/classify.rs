@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
+use headstart_backbone::batch::{run_on_files, softmax_rows, top_k};
 use headstart_backbone::imagenet::class_name;
-use headstart_backbone::preprocess::{eval_input_from_file, DecodeLimits};
+use headstart_backbone::preprocess::DecodeLimits;
 use headstart_backbone::Backbone;
-use rayon::prelude::*;
 use serde_json::json;
 
 use crate::common::{device, print_json, usage, BackboneArgs};
@@ -46,48 +46,39 @@ pub fn run(a: Args) -> Result<()> {
     let dev = device(a.backbone.device)?;
     let model = Backbone::load(arch, &weights, true, &dev).context("these weights have no ImageNet classifier (`fc`/`_fc`), so `classify` cannot run; `extract` only needs the features")?;
     let cfg = model.config().preprocess.clone();
-    let s = cfg.input_size as usize;
-    let limits = DecodeLimits::default();
-    let mut out = Vec::new();
+    let results = run_on_files(
+        &a.images,
+        &cfg,
+        &DecodeLimits::default(),
+        a.batch_size as usize,
+        &mut |x| {
+            let (_, logits) = model.forward(x)?;
+            let logits = logits
+                .ok_or_else(|| headstart_backbone::Error::Input("no classifier".into()))?
+                .to_device(&Device::Cpu)?;
+            Ok(softmax_rows(&logits)?.to_vec2::<f32>()?)
+        },
+        &mut |_| {},
+    )?;
     let mut failed = 0;
-    for chunk in a.images.chunks(a.batch_size as usize) {
-        let inputs: Vec<_> = chunk
-            .par_iter()
-            .map(|p| eval_input_from_file(p, &cfg, &limits).map_err(|e| e.to_string()))
-            .collect();
-        let ok: Vec<&[f32]> = inputs
-            .iter()
-            .filter_map(|r| r.as_ref().ok().map(|v| v.as_slice()))
-            .collect();
-        let mut probs = if ok.is_empty() {
-            Vec::new()
-        } else {
-            let x = Tensor::from_vec(ok.concat(), (ok.len(), 3, s, s), &Device::Cpu)?;
-            let (_, logits) = model.forward(&x)?;
-            let logits = logits.context("no classifier")?.to_device(&Device::Cpu)?;
-            candle_core::Tensor::to_vec2::<f32>(&softmax(&logits)?)?
-        }
-        .into_iter();
-        for (p, r) in chunk.iter().zip(inputs) {
-            match r {
-                Err(e) => {
-                    failed += 1;
-                    out.push(json!({"path": p.display().to_string(), "error": e}));
-                }
-                Ok(_) => {
-                    let pr = probs.next().unwrap_or_default();
-                    let mut idx: Vec<usize> = (0..pr.len()).collect();
-                    idx.sort_by(|&x, &y| pr[y].total_cmp(&pr[x]));
-                    let top: Vec<_> = idx
-                        .into_iter()
-                        .take(a.top_k as usize)
-                        .map(|i| json!({"index": i, "label": class_name(i), "score": pr[i]}))
-                        .collect();
-                    out.push(json!({"path": p.display().to_string(), "top": top}));
-                }
+    let out: Vec<serde_json::Value> = a
+        .images
+        .iter()
+        .zip(results)
+        .map(|(p, r)| match r {
+            Ok(pr) => {
+                let top: Vec<_> = top_k(&pr, a.top_k as usize)
+                    .into_iter()
+                    .map(|i| json!({"index": i, "label": class_name(i), "score": pr[i]}))
+                    .collect();
+                json!({"path": p.display().to_string(), "top": top})
             }
-        }
-    }
+            Err(e) => {
+                failed += 1;
+                json!({"path": p.display().to_string(), "error": e.to_string()})
+            }
+        })
+        .collect();
     if a.json {
         print_json(&out)?;
     } else {
@@ -113,10 +104,4 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("{failed} of {} image(s) could not be read", a.images.len());
     }
     Ok(())
-}
-
-fn softmax(t: &Tensor) -> candle_core::Result<Tensor> {
-    let max = t.max_keepdim(1)?;
-    let e = t.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(1)?)
 }

@@ -1,0 +1,125 @@
+//! The one "files → eval transform → batches → model" loop, shared by `predict`, `eval` and
+//! `classify`: files are decoded in parallel, the ones that decode are stacked into batches, and
+//! a file that cannot be read or decoded gets its error without stopping the others.
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+
+use crate::preprocess::{eval_input_from_file, DecodeLimits};
+use crate::{Error, PreprocessConfig, Result};
+
+/// Runs `model` on the eval inputs of `paths`, `batch_size` files at a time. `model` gets a
+/// `[n, 3, S, S]` batch of the files that decoded and returns one output per row; the result has
+/// one entry per path, in order: the output, or the reason the file was not usable.
+/// `on_batch` is told how many files each batch finished.
+pub fn run_on_files<T>(
+    paths: &[PathBuf],
+    cfg: &PreprocessConfig,
+    limits: &DecodeLimits,
+    batch_size: usize,
+    model: &mut dyn FnMut(&Tensor) -> Result<Vec<T>>,
+    on_batch: &mut dyn FnMut(usize),
+) -> Result<Vec<std::result::Result<T, Error>>> {
+    let side = cfg.input_size as usize;
+    let mut out = Vec::with_capacity(paths.len());
+    for chunk in paths.chunks(batch_size.max(1)) {
+        let inputs: Vec<Result<Vec<f32>>> = chunk
+            .par_iter()
+            .map(|p| eval_input_from_file(p, cfg, limits))
+            .collect();
+        let mut pixels = Vec::new();
+        let mut n = 0;
+        for v in inputs.iter().flatten() {
+            pixels.extend_from_slice(v);
+            n += 1;
+        }
+        let mut outputs = if n == 0 {
+            Vec::new()
+        } else {
+            let x = Tensor::from_vec(pixels, (n, 3, side, side), &Device::Cpu)?;
+            let o = model(&x)?;
+            if o.len() != n {
+                return Err(Error::Input(format!(
+                    "the model gave {} outputs for a batch of {n}",
+                    o.len()
+                )));
+            }
+            o
+        }
+        .into_iter();
+        for r in inputs {
+            out.push(r.map(|_| outputs.next().expect("one output per decoded file")));
+        }
+        on_batch(chunk.len());
+    }
+    Ok(out)
+}
+
+/// Row-wise softmax of `[N, C]` logits.
+pub fn softmax_rows(logits: &Tensor) -> Result<Tensor> {
+    let max = logits.max_keepdim(1)?;
+    let e = logits.broadcast_sub(&max)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(1)?)?)
+}
+
+/// Indices of the `k` largest scores, largest first (ties: lower index first).
+pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    idx.truncate(k.max(1));
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_is_ordered_with_stable_ties() {
+        assert_eq!(top_k(&[0.1, 0.5, 0.5, 0.2], 3), vec![1, 2, 3]);
+        assert_eq!(top_k(&[0.3], 5), vec![0]);
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_survive_huge_logits() {
+        let t = Tensor::new(&[[1000f32, 0., -1000.], [1., 2., 3.]], &Device::Cpu).unwrap();
+        let p = softmax_rows(&t).unwrap().to_vec2::<f32>().unwrap();
+        for r in &p {
+            assert!((r.iter().sum::<f32>() - 1.0).abs() < 1e-6 && r.iter().all(|v| v.is_finite()));
+        }
+        assert!(p[1][2] > p[1][1] && p[1][1] > p[1][0]);
+    }
+
+    #[test]
+    fn unreadable_files_keep_their_place_and_their_reason() {
+        let d = tempfile::tempdir().unwrap();
+        let bad = d.path().join("bad.jpg");
+        std::fs::write(&bad, b"nope").unwrap();
+        let mut img = image::RgbImage::new(30, 20);
+        img.put_pixel(3, 3, image::Rgb([200, 10, 10]));
+        let good = d.path().join("good.png");
+        img.save(&good).unwrap();
+        let cfg = crate::Architecture::ResNet18.config().preprocess;
+        let paths = vec![good.clone(), bad, good];
+        let mut batches = Vec::new();
+        let out = run_on_files(
+            &paths,
+            &cfg,
+            &DecodeLimits::default(),
+            2,
+            &mut |x| Ok((0..x.dim(0)?).map(|i| i * 10).collect()),
+            &mut |n| batches.push(n),
+        )
+        .unwrap();
+        assert_eq!(batches, vec![2, 1]);
+        assert_eq!(out[0].as_ref().unwrap(), &0);
+        assert!(out[1]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("not an image"));
+        assert_eq!(out[2].as_ref().unwrap(), &0);
+    }
+}
