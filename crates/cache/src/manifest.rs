@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use headstart_core::config::{BackboneConfig, Interpolation};
+use headstart_core::config::{AugmentParams, BackboneConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ManifestError;
@@ -42,14 +42,10 @@ pub struct AugmentConfig {
     pub views: u32,
     /// Output side of RandomResizedCrop.
     pub crop_size: u32,
-    /// Range of the crop's area as a fraction of the image.
-    pub scale: [f64; 2],
-    /// Range of the crop's aspect ratio (width / height).
-    pub ratio: [f64; 2],
-    /// Probability of a horizontal flip.
-    pub hflip_p: f64,
-    /// Resize filter of the crop.
-    pub interpolation: Interpolation,
+    /// Crop ranges, flip probability and filter (stored as the keys `scale`, `ratio`,
+    /// `hflip_p`, `interpolation`).
+    #[serde(flatten)]
+    pub params: AugmentParams,
     /// Name and version of the sampling rule.
     pub sampler: String,
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use headstart_cache::*;
-use headstart_core::config::{Architecture, Interpolation};
+use headstart_core::config::{Architecture, AugmentParams, Interpolation};
 
 struct Tmpfs(PathBuf);
 
@@ -37,10 +37,12 @@ fn settings() -> CacheSettings {
         augment: AugmentConfig {
             views: 0,
             crop_size: 224,
-            scale: [0.08, 1.0],
-            ratio: [0.75, 4.0 / 3.0],
-            hflip_p: 0.5,
-            interpolation: Interpolation::Bilinear,
+            params: AugmentParams {
+                scale: [0.08, 1.0],
+                ratio: [0.75, 4.0 / 3.0],
+                hflip_p: 0.5,
+                interpolation: Interpolation::Bilinear,
+            },
             sampler: "test".into(),
         },
         seed: 1,

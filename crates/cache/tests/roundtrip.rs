@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use headstart_cache::*;
-use headstart_core::config::{Architecture, Interpolation};
+use headstart_core::config::{Architecture, AugmentParams, Interpolation};
 
 fn settings(seed: u64, dtype: FeatureDType) -> CacheSettings {
     let backbone = Architecture::ResNet18.config();
@@ -15,10 +15,12 @@ fn settings(seed: u64, dtype: FeatureDType) -> CacheSettings {
         augment: AugmentConfig {
             views: 2,
             crop_size: 224,
-            scale: [0.08, 1.0],
-            ratio: [0.75, 4.0 / 3.0],
-            hflip_p: 0.5,
-            interpolation: Interpolation::Bilinear,
+            params: AugmentParams {
+                scale: [0.08, 1.0],
+                ratio: [0.75, 4.0 / 3.0],
+                hflip_p: 0.5,
+                interpolation: Interpolation::Bilinear,
+            },
             sampler: "test".into(),
         },
         seed,

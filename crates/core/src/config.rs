@@ -27,6 +27,59 @@ impl Interpolation {
     }
 }
 
+/// RandomResizedCrop + horizontal flip settings of the augmented views — the one type for them,
+/// used by extraction and recorded in the cache manifest. Defaults are torchvision's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AugmentParams {
+    /// Range of the crop's area as a fraction of the image.
+    pub scale: [f64; 2],
+    /// Range of the crop's aspect ratio (width / height).
+    pub ratio: [f64; 2],
+    /// Probability of a horizontal flip.
+    pub hflip_p: f64,
+    /// Resize filter of the crop (torchvision's RandomResizedCrop default: bilinear).
+    pub interpolation: Interpolation,
+}
+
+impl Default for AugmentParams {
+    /// torchvision's: scale (0.08, 1), ratio (3/4, 4/3), flip p = 0.5, bilinear.
+    fn default() -> Self {
+        Self {
+            scale: [0.08, 1.0],
+            ratio: [3.0 / 4.0, 4.0 / 3.0],
+            hflip_p: 0.5,
+            interpolation: Interpolation::Bilinear,
+        }
+    }
+}
+
+impl AugmentParams {
+    /// Checks the ranges; the reason says which one is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        let [lo, hi] = self.scale;
+        if !(0.0 < lo && lo <= hi && hi <= 1.0) {
+            return Err(format!(
+                "scale range {:?} must satisfy 0 < lo ≤ hi ≤ 1",
+                self.scale
+            ));
+        }
+        let [lo, hi] = self.ratio;
+        if !(0.0 < lo && lo <= hi && hi.is_finite()) {
+            return Err(format!(
+                "ratio range {:?} must satisfy 0 < lo ≤ hi",
+                self.ratio
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.hflip_p) {
+            return Err(format!(
+                "flip probability {} must be in [0, 1]",
+                self.hflip_p
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The eval transform of a backbone: Resize(shorter side) → CenterCrop → ToTensor → Normalize.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreprocessConfig {

@@ -1,6 +1,7 @@
 //! Seeded augmentation: torchvision's RandomResizedCrop sampling rule and a horizontal flip,
 //! with randomness derived only from (seed, image path, view index).
 
+use headstart_core::config::AugmentParams;
 use sha2::{Digest, Sha256};
 
 /// The generator of augmentation draws: headstart's one SplitMix64 (in `headstart-core`).
@@ -80,28 +81,6 @@ pub fn random_resized_crop(
     }
 }
 
-/// RandomResizedCrop + flip settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CropParams {
-    /// Area range as a fraction of the image.
-    pub scale: [f64; 2],
-    /// Aspect-ratio range (width / height).
-    pub ratio: [f64; 2],
-    /// Horizontal-flip probability.
-    pub hflip_p: f64,
-}
-
-impl Default for CropParams {
-    /// torchvision's defaults: scale (0.08, 1), ratio (3/4, 4/3), flip p = 0.5.
-    fn default() -> Self {
-        Self {
-            scale: [0.08, 1.0],
-            ratio: [3.0 / 4.0, 4.0 / 3.0],
-            hflip_p: 0.5,
-        }
-    }
-}
-
 /// Samples one augmented view of a `width × height` image: the crop box and whether to flip.
 pub fn sample_view(
     seed: u64,
@@ -109,7 +88,7 @@ pub fn sample_view(
     view: u32,
     width: u32,
     height: u32,
-    p: &CropParams,
+    p: &AugmentParams,
 ) -> (CropBox, bool) {
     let mut rng = view_rng(seed, path, view);
     let crop = random_resized_crop(&mut rng, width, height, p.scale, p.ratio);
@@ -126,18 +105,18 @@ mod tests {
 
     #[test]
     fn same_inputs_same_view_different_inputs_differ() {
-        let a = sample_view(43, b"daisy/1.jpg", 1, 500, 375, &CropParams::default());
+        let a = sample_view(43, b"daisy/1.jpg", 1, 500, 375, &AugmentParams::default());
         assert_eq!(
             a,
-            sample_view(43, b"daisy/1.jpg", 1, 500, 375, &CropParams::default())
+            sample_view(43, b"daisy/1.jpg", 1, 500, 375, &AugmentParams::default())
         );
         assert_ne!(
             a,
-            sample_view(43, b"daisy/1.jpg", 2, 500, 375, &CropParams::default())
+            sample_view(43, b"daisy/1.jpg", 2, 500, 375, &AugmentParams::default())
         );
         assert_ne!(
             a,
-            sample_view(44, b"daisy/1.jpg", 1, 500, 375, &CropParams::default())
+            sample_view(44, b"daisy/1.jpg", 1, 500, 375, &AugmentParams::default())
         );
     }
 
@@ -145,7 +124,7 @@ mod tests {
     fn boxes_fit_and_follow_the_scale_and_ratio_ranges() {
         let mut flips = 0;
         for v in 0..2000u32 {
-            let (c, f) = sample_view(7, b"x.jpg", v, 320, 240, &CropParams::default());
+            let (c, f) = sample_view(7, b"x.jpg", v, 320, 240, &AugmentParams::default());
             flips += f as u32;
             assert!(c.width >= 1 && c.height >= 1);
             assert!(c.left + c.width <= 320 && c.top + c.height <= 240, "{c:?}");

@@ -8,15 +8,16 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 use headstart_backbone::preprocess::{self, DecodeLimits};
-use headstart_backbone::{Backbone, Interpolation};
+use headstart_backbone::Backbone;
 use headstart_cache::{
     AugmentConfig, CacheSettings, CacheWriter, FeatureDType, ImageEntry, ImageStatus, ViewMeta,
 };
+use headstart_core::config::AugmentParams;
 use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::augment::{sample_view, CropParams};
+use crate::augment::sample_view;
 use crate::dataset::{Dataset, DatasetItem};
 use crate::{Error, Result};
 
@@ -40,14 +41,8 @@ pub struct ExtractOptions {
     pub force: bool,
     /// Decoder limits (decompression-bomb guard).
     pub limits: DecodeLimits,
-    /// Area range of RandomResizedCrop.
-    pub scale: [f64; 2],
-    /// Aspect-ratio range of RandomResizedCrop.
-    pub ratio: [f64; 2],
-    /// Horizontal-flip probability.
-    pub hflip_p: f64,
-    /// Resize filter of the augmented crops (torchvision's RandomResizedCrop default: bilinear).
-    pub augment_interpolation: Interpolation,
+    /// RandomResizedCrop ranges, flip probability and resize filter of the augmented views.
+    pub augment: AugmentParams,
 }
 
 impl Default for ExtractOptions {
@@ -60,10 +55,7 @@ impl Default for ExtractOptions {
             shard_size: 4096,
             force: false,
             limits: DecodeLimits::default(),
-            scale: [0.08, 1.0],
-            ratio: [3.0 / 4.0, 4.0 / 3.0],
-            hflip_p: 0.5,
-            augment_interpolation: Interpolation::Bilinear,
+            augment: AugmentParams::default(),
         }
     }
 }
@@ -85,19 +77,7 @@ impl ExtractOptions {
                 self.views + 1
             )));
         }
-        if !(0.0 < self.scale[0] && self.scale[0] <= self.scale[1] && self.scale[1] <= 1.0) {
-            return Err(Error::Invalid(format!(
-                "scale range {:?} must satisfy 0 < lo ≤ hi ≤ 1",
-                self.scale
-            )));
-        }
-        if !(0.0 < self.ratio[0] && self.ratio[0] <= self.ratio[1]) {
-            return Err(Error::Invalid(format!(
-                "ratio range {:?} must satisfy 0 < lo ≤ hi",
-                self.ratio
-            )));
-        }
-        Ok(())
+        self.augment.check().map_err(Error::Invalid)
     }
 
     /// The augmentation record for the manifest.
@@ -105,10 +85,7 @@ impl ExtractOptions {
         AugmentConfig {
             views: self.views,
             crop_size,
-            scale: self.scale,
-            ratio: self.ratio,
-            hflip_p: self.hflip_p,
-            interpolation: self.augment_interpolation,
+            params: self.augment,
             sampler: SAMPLER.to_string(),
         }
     }
@@ -265,11 +242,7 @@ fn build_views(
         crop: eval_box(w, h, cfg.resize_size, s),
         flip: false,
     });
-    let crop_params = CropParams {
-        scale: opts.scale,
-        ratio: opts.ratio,
-        hflip_p: opts.hflip_p,
-    };
+    let crop_params = opts.augment;
     for v in 1..n as u32 {
         let (c, flip) = sample_view(opts.seed, rel, v, w, h, &crop_params);
         let mut crop = preprocess::resized_crop(
@@ -280,7 +253,7 @@ fn build_views(
             c.height,
             s,
             s,
-            opts.augment_interpolation,
+            opts.augment.interpolation,
         );
         if flip {
             image::imageops::flip_horizontal_in_place(&mut crop);

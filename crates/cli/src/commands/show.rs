@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use headstart_backbone::preprocess::{decode_rgb, resized_crop, DecodeLimits};
-use headstart_backbone::Interpolation;
-use headstart_extract::augment::{sample_view, CropParams};
+use headstart_core::config::AugmentParams;
+use headstart_extract::augment::sample_view;
 use headstart_extract::Dataset;
 use plotters::style::BLACK;
 
@@ -61,7 +61,8 @@ pub fn run(a: Args) -> Result<()> {
         let class = ds.classes[it.label].clone();
         let (image, title) = if a.augmented {
             let (w, h) = img.dimensions();
-            let (c, flip) = sample_view(a.seed, &it.rel_bytes, 1, w, h, &CropParams::default());
+            let aug = AugmentParams::default();
+            let (c, flip) = sample_view(a.seed, &it.rel_bytes, 1, w, h, &aug);
             let mut v = resized_crop(
                 &img,
                 c.left,
@@ -70,7 +71,7 @@ pub fn run(a: Args) -> Result<()> {
                 c.height,
                 224,
                 224,
-                Interpolation::Bilinear,
+                aug.interpolation,
             );
             if flip {
                 image::imageops::flip_horizontal_in_place(&mut v);
