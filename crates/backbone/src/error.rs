@@ -54,7 +54,7 @@ pub enum Error {
     },
 
     /// A tensor the model needs is absent from the weights.
-    #[error("{}: missing tensor `{}` (expected shape {:?}) — are these weights for {}? Use --weights-prefix if the names carry an unusual prefix", .0.source_desc, .0.name, .0.expected, .0.backbone)]
+    #[error("{}: missing tensor `{}` (expected shape {:?}) — are these weights for {}?", .0.source_desc, .0.name, .0.expected, .0.backbone)]
     MissingTensor(Box<TensorProblem>),
 
     /// A tensor has the wrong shape.
@@ -62,7 +62,7 @@ pub enum Error {
     ShapeMismatch(Box<TensorProblem>),
 
     /// No weights could be found anywhere.
-    #[error("no weights found for {backbone}. Looked in:\n{}\nFix: pass --weights PATH (a .safetensors or .pth file), or on a connected machine run `headstart weights --backbone {backbone}` once to download them into the Hugging Face cache", looked.iter().map(|l| format!("  - {l}")).collect::<Vec<_>>().join("\n"))]
+    #[error("no weights found for {backbone}. Looked in:\n{}", looked.iter().map(|l| format!("  - {l}")).collect::<Vec<_>>().join("\n"))]
     WeightsNotFound {
         /// The backbone name.
         backbone: String,

@@ -48,7 +48,7 @@ pub enum Error {
     },
 
     /// The cache was written with different settings.
-    #[error("{}: this cache was built with different settings:\n{}\nUse another --cache directory, or pass --force to discard it and start over", path.display(), differences.iter().map(|d| format!("  - {d}")).collect::<Vec<_>>().join("\n"))]
+    #[error("{}: this cache was built with different settings:\n{}", path.display(), differences.iter().map(|d| format!("  - {d}")).collect::<Vec<_>>().join("\n"))]
     ConfigMismatch {
         /// The cache directory.
         path: PathBuf,
@@ -57,7 +57,7 @@ pub enum Error {
     },
 
     /// The directory is not a cache (no manifest).
-    #[error("{}: not a feature cache (no manifest.json); create one with `headstart extract DATA_DIR --cache {}`", path.display(), path.display())]
+    #[error("{}: not a feature cache (no manifest.json)", path.display())]
     NotACache {
         /// The directory.
         path: PathBuf,

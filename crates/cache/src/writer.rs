@@ -110,7 +110,7 @@ impl CacheWriter {
         };
         let manifest = match existing {
             Some(m) if force => {
-                warnings.push("--force: discarding the existing cache".to_string());
+                warnings.push("forced: discarding the existing cache".to_string());
                 remove_cache_files(dir, &m)?;
                 Manifest::new(settings, classes)
             }

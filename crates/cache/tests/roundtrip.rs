@@ -137,7 +137,7 @@ fn different_settings_are_refused_with_the_difference_named() {
         err.contains("dtype: cache has f32, this run has f16"),
         "{err}"
     );
-    assert!(err.contains("--force"), "{err}");
+    // The `--force` fix is the binary's to add (crates/cli/src/hints.rs); forcing discards it:
     let w = CacheWriter::open(d.path(), settings(2, FeatureDType::F16), classes, 7, true).unwrap();
     assert!(w.manifest().images.is_empty());
 }

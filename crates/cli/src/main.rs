@@ -6,6 +6,7 @@
 mod commands;
 mod common;
 mod draw;
+mod hints;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -82,6 +83,9 @@ fn main() {
             1
         };
         eprintln!("error: {e:#}");
+        if let Some(fix) = hints::fix_for(&e) {
+            eprintln!("fix: {fix}");
+        }
         std::process::exit(code);
     }
 }

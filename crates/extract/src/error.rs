@@ -36,9 +36,15 @@ pub enum Error {
         /// The class names.
         classes: Vec<String>,
     },
-    /// Invalid option value.
-    #[error("{0}")]
-    Invalid(String),
+    /// Invalid option value. `param` is the option's field name (`batch_size`, …): a front end
+    /// maps it to its own spelling (`--batch-size`).
+    #[error("invalid setting `{param}`: {problem}")]
+    Invalid {
+        /// The option, as named in `ExtractOptions`.
+        param: &'static str,
+        /// What is wrong with its value.
+        problem: String,
+    },
 }
 
 impl Error {

@@ -63,21 +63,28 @@ impl Default for ExtractOptions {
 impl ExtractOptions {
     /// Checks the values once; every later step can rely on them.
     pub fn validate(&self) -> Result<()> {
+        let bad = |param: &'static str, problem: String| Err(Error::Invalid { param, problem });
         if self.batch_size == 0 {
-            return Err(Error::Invalid("--batch-size must be at least 1".into()));
+            return bad("batch_size", "must be at least 1".into());
         }
         if self.shard_size == 0 {
-            return Err(Error::Invalid("--shard-size must be at least 1".into()));
+            return bad("shard_size", "must be at least 1".into());
         }
         if (self.views as usize + 1) > self.shard_size {
-            return Err(Error::Invalid(format!(
-                "--shard-size {} cannot hold the {} rows of one image; use at least {}",
-                self.shard_size,
-                self.views + 1,
-                self.views + 1
-            )));
+            return bad(
+                "shard_size",
+                format!(
+                    "{} cannot hold the {} rows of one image; use at least {}",
+                    self.shard_size,
+                    self.views + 1,
+                    self.views + 1
+                ),
+            );
         }
-        self.augment.check().map_err(Error::Invalid)
+        self.augment.check().map_err(|problem| Error::Invalid {
+            param: "augment",
+            problem,
+        })
     }
 
     /// The augmentation record for the manifest.
@@ -214,7 +221,7 @@ fn prepare(
     let outcome = match outcome {
         Ok((views, pixels)) => Outcome::Ready { views, pixels },
         Err(e @ headstart_backbone::Error::TooLarge { .. }) => Outcome::Skipped(format!(
-            "{e} (to accept it, rerun with a larger --max-megapixels and --force)"
+            "{e} (raise the size limit and force a rebuild to accept it)"
         )),
         Err(e) => Outcome::Skipped(e.to_string()),
     };
@@ -476,21 +483,25 @@ mod tests {
             batch_size: 0,
             ..Default::default()
         };
-        assert!(o
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("--batch-size"));
+        assert!(matches!(
+            o.validate(),
+            Err(Error::Invalid {
+                param: "batch_size",
+                ..
+            })
+        ));
         let o = ExtractOptions {
             shard_size: 3,
             views: 5,
             ..Default::default()
         };
-        assert!(o
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("--shard-size"));
+        assert!(matches!(
+            o.validate(),
+            Err(Error::Invalid {
+                param: "shard_size",
+                ..
+            })
+        ));
         assert!(ExtractOptions::default().validate().is_ok());
     }
 }

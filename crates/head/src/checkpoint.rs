@@ -168,10 +168,7 @@ impl HeadCheckpoint {
             path.to_path_buf()
         };
         let bytes = std::fs::read(&file).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::BadHead {
-                path: file.clone(),
-                reason: "no head here; train one with `headstart train-head --cache CACHE --out HEAD_DIR`".into(),
-            },
+            std::io::ErrorKind::NotFound => Error::NoHead { path: file.clone() },
             _ => Error::io(&file, e),
         })?;
         Self::from_bytes(&bytes, &file)

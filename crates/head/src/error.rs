@@ -19,9 +19,15 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
-    /// An invalid hyper-parameter (checked once, before training).
-    #[error("invalid setting: {0}")]
-    InvalidParams(String),
+    /// An invalid hyper-parameter (checked once, before training). `param` is the field's name
+    /// (`lr`, `val_fraction`, …): a front end maps it to its own spelling (`--lr`).
+    #[error("invalid setting `{param}`: {problem}")]
+    InvalidParams {
+        /// The parameter, as named in the params struct.
+        param: &'static str,
+        /// What is wrong with its value.
+        problem: String,
+    },
     /// The data cannot be trained on (too few images, a class with none).
     #[error("{0}")]
     Data(String),
@@ -35,7 +41,13 @@ pub enum Error {
         /// The learning rate used.
         lr: f64,
     },
-    /// A head file is missing, damaged or not a head.
+    /// There is no head file at this path.
+    #[error("{}: no head here", path.display())]
+    NoHead {
+        /// The missing `head.safetensors`.
+        path: PathBuf,
+    },
+    /// A head file is damaged or not a head.
     #[error("{}: {reason}", path.display())]
     BadHead {
         /// The file.

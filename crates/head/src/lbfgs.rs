@@ -53,17 +53,26 @@ impl LbfgsParams {
         let ok = |v: f64| v.is_finite() && v >= 0.0;
         if let Some(l2) = self.l2 {
             if !ok(l2) {
-                return Err(Error::InvalidParams(format!("--l2 {l2} must be ≥ 0")));
+                return Err(Error::InvalidParams {
+                    param: "l2",
+                    problem: format!("{l2} must be ≥ 0"),
+                });
             }
         } else if self.sweep.is_empty() || !self.sweep.iter().all(|&v| ok(v)) {
-            return Err(Error::InvalidParams(
-                "the L2 sweep needs at least one value ≥ 0".into(),
-            ));
+            return Err(Error::InvalidParams {
+                param: "sweep",
+                problem: "needs at least one value ≥ 0".into(),
+            });
         }
         if self.max_iter == 0 || self.memory == 0 {
-            return Err(Error::InvalidParams(
-                "max_iter and memory must be at least 1".into(),
-            ));
+            return Err(Error::InvalidParams {
+                param: if self.max_iter == 0 {
+                    "max_iter"
+                } else {
+                    "memory"
+                },
+                problem: "must be at least 1".into(),
+            });
         }
         Ok(ValidLbfgsParams(self))
     }
@@ -241,31 +250,31 @@ pub fn train_lbfgs(
         return Err(Error::Data("no training rows".into()));
     }
     let mut sweep = Vec::new();
-    let l2 = match p.l2 {
-        Some(l2) => l2,
-        None if sweep_val.is_empty() || sweep_train.is_empty() => {
-            return Err(Error::Data(
-                "the L2 sweep needs a validation slice: pass --l2, or use more images".into(),
-            ))
-        }
-        None => {
-            let mut values = p.sweep.clone();
-            values.sort_by(|a, b| b.total_cmp(a));
-            let mut warm = None;
-            let mut best = (f64::INFINITY, values[0]);
-            for &l2 in &values {
-                let (head, theta, ..) = fit(sweep_train, classes, l2, warm.take(), p)?;
-                let (loss, acc, _) = score(&head, sweep_val)?;
-                sweep.push((l2, acc, loss));
-                // Ties go to the larger penalty (earlier in the list): the simpler model.
-                if loss < best.0 {
-                    best = (loss, l2);
+    let l2 =
+        match p.l2 {
+            Some(l2) => l2,
+            None if sweep_val.is_empty() || sweep_train.is_empty() => return Err(Error::Data(
+                "the L2 sweep needs a validation slice: fix the penalty (l2), or use more images"
+                    .into(),
+            )),
+            None => {
+                let mut values = p.sweep.clone();
+                values.sort_by(|a, b| b.total_cmp(a));
+                let mut warm = None;
+                let mut best = (f64::INFINITY, values[0]);
+                for &l2 in &values {
+                    let (head, theta, ..) = fit(sweep_train, classes, l2, warm.take(), p)?;
+                    let (loss, acc, _) = score(&head, sweep_val)?;
+                    sweep.push((l2, acc, loss));
+                    // Ties go to the larger penalty (earlier in the list): the simpler model.
+                    if loss < best.0 {
+                        best = (loss, l2);
+                    }
+                    warm = Some(theta);
                 }
-                warm = Some(theta);
+                best.1
             }
-            best.1
-        }
-    };
+        };
     let (head, _, iterations, converged, objective) = fit(train, classes, l2, None, p)?;
     if !objective.is_finite() || !head.is_finite()? {
         return Err(Error::Data(format!(

@@ -65,29 +65,29 @@ impl std::ops::Deref for ValidSgdParams {
 impl SgdParams {
     /// Validates once; training code relies on the result.
     pub fn check(self) -> Result<ValidSgdParams> {
-        let bad = |m: String| Err(Error::InvalidParams(m));
+        let bad =
+            |param: &'static str, problem: String| Err(Error::InvalidParams { param, problem });
         // The weights are f32: a rate that is finite as f64 but not as f32 (1e39) is no rate.
         if !(self.lr.is_finite() && self.lr > 0.0 && (self.lr as f32).is_finite()) {
-            return bad(format!(
-                "--lr {} must be a positive number below {:e}",
-                self.lr,
-                f32::MAX
-            ));
+            return bad(
+                "lr",
+                format!("{} must be a positive number below {:e}", self.lr, f32::MAX),
+            );
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return bad(format!("--momentum {} must be in [0, 1)", self.momentum));
+            return bad("momentum", format!("{} must be in [0, 1)", self.momentum));
         }
         if self.nesterov && self.momentum == 0.0 {
-            return bad("--nesterov needs a momentum > 0".into());
+            return bad("nesterov", "needs a momentum > 0".into());
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(format!("--weight-decay {} must be ≥ 0", self.weight_decay));
+            return bad("weight_decay", format!("{} must be ≥ 0", self.weight_decay));
         }
         if self.batch_size == 0 {
-            return bad("--batch-size must be at least 1".into());
+            return bad("batch_size", "must be at least 1".into());
         }
         if self.epochs == 0 {
-            return bad("--epochs must be at least 1".into());
+            return bad("epochs", "must be at least 1".into());
         }
         Ok(ValidSgdParams(self))
     }

@@ -54,9 +54,10 @@ pub fn stratified(images: &[(usize, usize)], val_fraction: f64, seed: u64) -> Im
 /// (and `val_fraction` is not forced), else a stratified seeded split of the usable images.
 pub fn split_cache(manifest: &Manifest, val_fraction: f64, seed: u64) -> Result<ImageSplit> {
     if !(0.0..1.0).contains(&val_fraction) {
-        return Err(Error::InvalidParams(format!(
-            "--val-fraction {val_fraction} must be in [0, 1)"
-        )));
+        return Err(Error::InvalidParams {
+            param: "val_fraction",
+            problem: format!("{val_fraction} must be in [0, 1)"),
+        });
     }
     // Images of a test/ folder are never trained or validated on (`eval --split test` scores them).
     let usable: Vec<(usize, usize)> = manifest

@@ -75,16 +75,16 @@ impl TrainConfig {
     /// bad one.
     pub fn check(&self) -> Result<()> {
         if !(0.0..1.0).contains(&self.val_fraction) {
-            return Err(Error::InvalidParams(format!(
-                "--val-fraction {} must be in [0, 1)",
-                self.val_fraction
-            )));
+            return Err(Error::InvalidParams {
+                param: "val_fraction",
+                problem: format!("{} must be in [0, 1)", self.val_fraction),
+            });
         }
         if !(self.sweep_val_fraction > 0.0 && self.sweep_val_fraction < 1.0) {
-            return Err(Error::InvalidParams(format!(
-                "sweep validation fraction {} must be in (0, 1)",
-                self.sweep_val_fraction
-            )));
+            return Err(Error::InvalidParams {
+                param: "sweep_val_fraction",
+                problem: format!("{} must be in (0, 1)", self.sweep_val_fraction),
+            });
         }
         match &self.solver {
             Solver::Sgd(p) => p.clone().check().map(drop),
@@ -300,7 +300,13 @@ mod tests {
             val_fraction: 1.0,
             ..Default::default()
         };
-        assert!(matches!(c.check(), Err(Error::InvalidParams(_))));
+        assert!(matches!(
+            c.check(),
+            Err(Error::InvalidParams {
+                param: "val_fraction",
+                ..
+            })
+        ));
         let c = TrainConfig {
             solver: Solver::Sgd(SgdParams {
                 lr: -1.0,
@@ -308,6 +314,9 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(c.check().unwrap_err().to_string().contains("--lr"));
+        assert!(matches!(
+            c.check(),
+            Err(Error::InvalidParams { param: "lr", .. })
+        ));
     }
 }

@@ -30,7 +30,9 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     /// The weights are not the ones the head was trained on.
-    #[error("the backbone weights ({found}) are not the ones this head was trained on ({expected}); pass the same --weights as for extract, or --allow-weights-mismatch to use them anyway")]
+    #[error(
+        "the backbone weights ({found}) are not the ones this head was trained on ({expected})"
+    )]
     WeightsMismatch {
         /// sha256 recorded in the head.
         expected: String,

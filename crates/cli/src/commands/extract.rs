@@ -93,7 +93,12 @@ pub fn run(a: Args) -> Result<()> {
         },
         ..Default::default()
     };
-    opts.validate().map_err(|e| usage(e.to_string()))?;
+    opts.validate().map_err(|e| match e {
+        headstart_extract::Error::Invalid { param, problem } => {
+            usage(format!("{} {problem}", crate::hints::flag(param)))
+        }
+        other => usage(other.to_string()),
+    })?;
     // The cache folder may sit inside the data folder: never scanned as images.
     let dataset = Dataset::scan_excluding(&a.data_dir, &[&a.cache])?;
     let (resolved, weights) = a.backbone.load_weights(arch)?;

@@ -160,7 +160,12 @@ pub fn run(a: Args) -> Result<()> {
     let started = Instant::now();
     require_dir(&a.cache, "--cache")?;
     let config = a.config();
-    config.check().map_err(|e| usage(e.to_string()))?;
+    config.check().map_err(|e| match e {
+        headstart_head::Error::InvalidParams { param, problem } => {
+            usage(format!("{} {problem}", crate::hints::flag(param)))
+        }
+        other => usage(other.to_string()),
+    })?;
     output_dir(&a.out, "--out")?;
     refuse_foreign_files(&a.out)?;
     let (_lock, warning) = DirLock::acquire(&a.out)?;

@@ -1,0 +1,125 @@
+//! What to do next, for the library errors that have a command-line fix: the libraries say what
+//! is wrong in their own terms; the binary, which knows its flags, adds the `fix:` line.
+
+use std::path::Path;
+
+/// The fix for `e`, if one of the known library errors is inside it.
+pub fn fix_for(e: &anyhow::Error) -> Option<String> {
+    if let Some(e) = e.downcast_ref::<headstart_backbone::Error>() {
+        return backbone(e);
+    }
+    if let Some(e) = e.downcast_ref::<headstart_cache::Error>() {
+        return cache(e);
+    }
+    if let Some(e) = e.downcast_ref::<headstart_extract::Error>() {
+        return extract(e);
+    }
+    if let Some(e) = e.downcast_ref::<headstart_head::Error>() {
+        return head(e);
+    }
+    if let Some(e) = e.downcast_ref::<headstart_predict::Error>() {
+        return predict(e);
+    }
+    None
+}
+
+/// A parameter's command-line spelling: `batch_size` → `--batch-size`.
+pub fn flag(param: &str) -> String {
+    format!("--{}", param.replace('_', "-"))
+}
+
+fn backbone(e: &headstart_backbone::Error) -> Option<String> {
+    use headstart_backbone::Error as E;
+    match e {
+        E::MissingTensor(_) => Some(
+            "if the tensor names carry an unusual prefix, pass --weights-prefix PREFIX; otherwise pass --backbone for the architecture these weights are for".into(),
+        ),
+        E::WeightsNotFound { backbone, .. } => Some(format!(
+            "pass --weights PATH (a .safetensors or .pth file), or on a connected machine run `headstart weights --backbone {backbone}` once to download them into the Hugging Face cache"
+        )),
+        E::TooLarge { .. } => Some("raise --max-megapixels to accept it".into()),
+        _ => None,
+    }
+}
+
+fn cache(e: &headstart_cache::Error) -> Option<String> {
+    use headstart_cache::Error as E;
+    match e {
+        E::ConfigMismatch { .. } => Some(
+            "use another --cache directory, or pass --force to discard this cache and start over"
+                .into(),
+        ),
+        E::NotACache { path } => Some(format!(
+            "create one with `headstart extract DATA_DIR --cache {}`",
+            path.display()
+        )),
+        E::Shard { .. } => Some(
+            "rerun `headstart extract` with the same settings: it rebuilds damaged shards".into(),
+        ),
+        _ => None,
+    }
+}
+
+fn extract(e: &headstart_extract::Error) -> Option<String> {
+    use headstart_extract::Error as E;
+    match e {
+        E::Cache(c) => cache(c),
+        E::Backbone(b) => backbone(b),
+        _ => None,
+    }
+}
+
+fn head(e: &headstart_head::Error) -> Option<String> {
+    use headstart_head::Error as E;
+    match e {
+        E::Cache(c) => cache(c),
+        E::NoHead { path } => Some(format!(
+            "train one with `headstart train-head --cache CACHE --out {}`",
+            path.parent().unwrap_or(Path::new(".")).display()
+        )),
+        E::Diverged { lr, .. } => Some(format!("pass a smaller --lr (this run used {lr})")),
+        _ => None,
+    }
+}
+
+fn predict(e: &headstart_predict::Error) -> Option<String> {
+    use headstart_predict::Error as E;
+    match e {
+        E::WeightsMismatch { .. } => Some(
+            "pass the same --weights as for extract, or --allow-weights-mismatch to use them anyway".into(),
+        ),
+        E::Backbone(b) => backbone(b),
+        E::Head(h) => head(h),
+        E::Extract(x) => extract(x),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_library_errors_get_their_fix() {
+        let e: anyhow::Error = headstart_head::Error::Cache(headstart_cache::Error::NotACache {
+            path: "/tmp/c".into(),
+        })
+        .into();
+        assert!(fix_for(&e)
+            .unwrap()
+            .contains("headstart extract DATA_DIR --cache /tmp/c"));
+        assert_eq!(flag("batch_size"), "--batch-size");
+        let e: anyhow::Error = headstart_backbone::Error::WeightsNotFound {
+            backbone: "resnet18".into(),
+            looked: vec![],
+        }
+        .into();
+        let fix = fix_for(&e).unwrap();
+        assert!(
+            fix.contains("--weights PATH") && fix.contains("--backbone resnet18"),
+            "{fix}"
+        );
+        let plain = anyhow::anyhow!("something else");
+        assert!(fix_for(&plain).is_none());
+    }
+}
