@@ -1,0 +1,60 @@
+//! What a run reports: progress while it runs, the outcome when it ends.
+
+use super::*;
+
+/// Receives progress updates (the CLI draws a bar; tests ignore them).
+pub trait Progress: Sync {
+    /// The run will look at `total` images.
+    fn start(&self, _total: u64) {}
+    /// `n` more images are done (processed, reused or skipped).
+    fn advance(&self, _n: u64) {}
+    /// The run is over.
+    fn finish(&self) {}
+}
+
+/// A [`Progress`] that shows nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// A file that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// Path relative to the data directory.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The outcome of an extraction (`--json` prints it).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtractReport {
+    /// The cache directory.
+    pub cache: PathBuf,
+    /// Usable images in the cache.
+    pub images_ok: usize,
+    /// Images that could not be used.
+    pub images_skipped: usize,
+    /// Every skipped file with the reason.
+    pub skipped: Vec<Skipped>,
+    /// Augmented views per image.
+    pub views: u32,
+    /// Rows in the cache.
+    pub rows: usize,
+    /// Shards in the cache.
+    pub shards: usize,
+    /// Wall-clock seconds of this run.
+    pub seconds: f64,
+    /// Images processed per second in this run (reused images excluded).
+    pub images_per_second: f64,
+    /// Images processed (decoded and run through the backbone, or skipped) in this run.
+    pub images_processed: usize,
+    /// Images already in the cache and reused.
+    pub images_reused: usize,
+    /// Cached images marked stale (changed or removed since).
+    pub images_stale: usize,
+    /// Classes with no usable image (an error for training).
+    pub empty_classes: Vec<String>,
+    /// Warnings and notes for the user.
+    pub notes: Vec<String>,
+}
