@@ -118,6 +118,27 @@ fn sigkill_at_any_moment_then_resume_gives_the_same_cache() {
                 let err = String::from_utf8_lossy(&out.stderr);
                 assert!(err.contains(&format!("pid {}", child.id())), "{err}");
             }
+            // …and a reader never trains on the partial snapshot: train-head is refused too,
+            // naming the writer.
+            let head = d.path().join("head-while-writing");
+            let out = bin()
+                .args([
+                    "train-head",
+                    "--cache",
+                    cache.to_str().unwrap(),
+                    "--out",
+                    head.to_str().unwrap(),
+                ])
+                .output()
+                .unwrap();
+            if child.try_wait().unwrap().is_none() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    !out.status.success() && err.contains(&format!("pid {}", child.id())),
+                    "{err}"
+                );
+                assert!(!head.join("head.safetensors").exists());
+            }
         }
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
