@@ -1,6 +1,7 @@
-//! The one "files → eval transform → batches → model" loop, shared by `predict`, `eval` and
-//! `classify`: files are decoded in parallel, the ones that decode are stacked into batches, and
-//! a file that cannot be read or decoded gets its error without stopping the others.
+//! The one "network inputs → batches → model" loop ([`run_on_rows`], used by `extract` for its
+//! eval and augmented views) and the files-in front of it ([`run_on_files`], used by `predict`,
+//! `eval` and `classify`): files are decoded in parallel, the ones that decode are stacked into
+//! batches, and a file that cannot be read or decoded gets its error without stopping the others.
 
 use std::path::PathBuf;
 
@@ -29,32 +30,56 @@ pub fn run_on_files<T>(
             .par_iter()
             .map(|p| eval_input_from_file(p, cfg, limits))
             .collect();
-        let mut pixels = Vec::new();
-        let mut n = 0;
-        for v in inputs.iter().flatten() {
-            pixels.extend_from_slice(v);
-            n += 1;
-        }
-        let mut outputs = if n == 0 {
-            Vec::new()
-        } else {
-            let x = Tensor::from_vec(pixels, (n, 3, side, side), &Device::Cpu)?;
-            let o = model(&x)?;
-            if o.len() != n {
+        let mut outputs = Vec::new();
+        let n = inputs.iter().flatten().count();
+        let decoded = inputs.iter().flatten().map(Vec::as_slice);
+        run_on_rows(decoded, side, n, &mut |x| {
+            let o = model(x)?;
+            if o.len() != x.dim(0)? {
                 return Err(Error::Input(format!(
-                    "the model gave {} outputs for a batch of {n}",
-                    o.len()
+                    "the model gave {} outputs for a batch of {}",
+                    o.len(),
+                    x.dim(0)?
                 )));
             }
-            o
-        }
-        .into_iter();
+            outputs = o;
+            Ok(())
+        })?;
+        let mut outputs = outputs.into_iter();
         for r in inputs {
             out.push(r.map(|_| outputs.next().expect("one output per decoded file")));
         }
         on_batch(chunk.len());
     }
     Ok(out)
+}
+
+/// Stacks `rows` (each one network input, `3 × side × side` values, CHW) into batches of at
+/// most `batch_size`, copying each row once, and calls `model` on each `[n, 3, side, side]` batch
+/// in order.
+pub fn run_on_rows<'a>(
+    rows: impl IntoIterator<Item = &'a [f32]>,
+    side: usize,
+    batch_size: usize,
+    model: &mut dyn FnMut(&Tensor) -> Result<()>,
+) -> Result<()> {
+    let plane = 3 * side * side;
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut pixels = Vec::with_capacity(batch_size.max(1) * plane);
+        for row in rows.by_ref().take(batch_size.max(1)) {
+            if row.len() != plane {
+                return Err(Error::Input(format!(
+                    "a network input of {} values, expected 3 × {side} × {side}",
+                    row.len()
+                )));
+            }
+            pixels.extend_from_slice(row);
+        }
+        let n = pixels.len() / plane;
+        model(&Tensor::from_vec(pixels, (n, 3, side, side), &Device::Cpu)?)?;
+    }
+    Ok(())
 }
 
 /// Row-wise softmax of `[N, C]` logits.

@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::Tensor;
+use headstart_backbone::batch::run_on_rows;
 use headstart_backbone::preprocess::{self, DecodeLimits};
 use headstart_backbone::Backbone;
 use headstart_cache::{
@@ -103,7 +103,13 @@ pub fn extract(
                 })
                 .collect();
             features.clear();
-            run_features(backbone, &ready, opts.batch_size, size, &mut features)?;
+            // Every view of every ready image, in order, through the backbone in batches.
+            let rows = ready.iter().flat_map(|p| p.chunks_exact(3 * size * size));
+            run_on_rows(rows, size, opts.batch_size, &mut |x| {
+                let f = backbone.features(x)?.to_device(&candle_core::Device::Cpu)?;
+                features.extend(f.flatten_all()?.to_vec1::<f32>()?);
+                Ok(())
+            })?;
             let dim = backbone.config().feature_dim;
             let mut at = 0;
             for p in chunk {

@@ -136,30 +136,3 @@ pub(super) fn eval_box(w: u32, h: u32, resize: u32, crop: u32) -> [i64; 4] {
         ch.round() as i64,
     ]
 }
-
-/// Runs the backbone over `images` (each the normalised CHW planes of one or more views), in
-/// batches of `batch` rows, appending the features to `out`. Each batch is copied once, straight
-/// from the decoded views into the tensor's buffer.
-pub(super) fn run_features(
-    backbone: &Backbone,
-    images: &[&[f32]],
-    batch: usize,
-    size: usize,
-    out: &mut Vec<f32>,
-) -> Result<()> {
-    let plane = 3 * size * size;
-    let mut rows = images.iter().flat_map(|p| p.chunks_exact(plane)).peekable();
-    while rows.peek().is_some() {
-        let mut pixels = Vec::with_capacity(batch * plane);
-        for row in rows.by_ref().take(batch) {
-            pixels.extend_from_slice(row);
-        }
-        let n = pixels.len() / plane;
-        let x = Tensor::from_vec(pixels, (n, 3, size, size), &candle_core::Device::Cpu)?;
-        let f = backbone
-            .features(&x)?
-            .to_device(&candle_core::Device::Cpu)?;
-        out.extend(f.flatten_all()?.to_vec1::<f32>()?);
-    }
-    Ok(())
-}
