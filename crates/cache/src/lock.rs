@@ -63,10 +63,16 @@ impl DirLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
+                // Readers hold it shared (and write no name); a writer holds it exclusively.
+                let readers = File::open(&path).is_ok_and(|f| f.try_lock_shared().is_ok());
                 return Err(Error::Locked {
-                    holder: holder_of(&path),
+                    holder: if readers {
+                        "being read, by train-head or cache verify/info".into()
+                    } else {
+                        holder_of(&path)
+                    },
                     path,
-                })
+                });
             }
             Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
         }
@@ -185,7 +191,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let r1 = DirLock::acquire_shared(d.path()).unwrap();
         let r2 = DirLock::acquire_shared(d.path()).unwrap();
-        assert!(DirLock::acquire(d.path()).is_err());
+        let err = DirLock::acquire(d.path()).unwrap_err().to_string();
+        assert!(err.contains("being read"), "{err}");
         drop((r1, r2));
         let (w, _) = DirLock::acquire(d.path()).unwrap();
         let err = DirLock::acquire_shared(d.path()).unwrap_err().to_string();

@@ -76,7 +76,9 @@ struct ShardData {
 impl FeatureCache {
     /// Opens `dir` and parses its manifest (no shard is read yet).
     pub fn open(dir: &Path) -> Result<Self> {
-        if !dir.is_dir() {
+        // Not a cache: say so before touching anything (no lock file is created in a folder that
+        // is not a cache — a data folder, say).
+        if !dir.is_dir() || !Manifest::path_in(dir).is_file() {
             return Err(Error::NotACache {
                 path: dir.to_path_buf(),
             });

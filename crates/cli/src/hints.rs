@@ -75,7 +75,10 @@ fn head(e: &headstart_head::Error) -> Option<String> {
         E::Cache(c) => cache(c),
         E::NoHead { path } => Some(format!(
             "train one with `headstart train-head --cache CACHE --out {}`",
-            path.parent().unwrap_or(Path::new(".")).display()
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .display()
         )),
         E::Diverged { lr, .. } => Some(format!("pass a smaller --lr (this run used {lr})")),
         _ => None,

@@ -113,12 +113,22 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(OsString, PathBuf)>> {
     Ok(v)
 }
 
-fn class_dirs(dir: &Path, skip: &Skip) -> Result<Vec<(String, PathBuf)>> {
-    Ok(sorted_entries(dir)?
-        .into_iter()
-        .filter(|(n, p)| !is_hidden(n) && p.is_dir() && !skip.skips(p))
-        .map(|(n, p)| (n.to_string_lossy().into_owned(), p))
-        .collect())
+fn class_dirs(dir: &Path, skip: &Skip, notes: &mut Vec<String>) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for (n, p) in sorted_entries(dir)? {
+        if is_hidden(&n) || !p.is_dir() {
+            continue;
+        }
+        if skip.skips(&p) {
+            notes.push(format!(
+                "{}: a headstart cache or head folder, not a class",
+                p.display()
+            ));
+            continue;
+        }
+        out.push((n.to_string_lossy().into_owned(), p));
+    }
+    Ok(out)
 }
 
 /// Folders a scan does not enter: headstart's outputs, and the ones the caller names.
@@ -137,8 +147,18 @@ impl Skip {
 /// Whether `dir` is headstart's own output (a feature cache or a head), never to be scanned as
 /// data even inside the data folder: it holds headstart's lock file, a head, or a cache manifest.
 pub fn is_headstart_output(dir: &Path) -> bool {
+    if dir.join("head.safetensors").is_file() {
+        return true;
+    }
+    // A cache still being written for the first time: headstart's lock file beside shards.
     if dir.join(headstart_cache::lock::LOCK_FILE).is_file()
-        || dir.join("head.safetensors").is_file()
+        && std::fs::read_dir(dir).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.starts_with("shard-") && n.ends_with(".safetensors")
+            })
+        })
     {
         return true;
     }
@@ -170,6 +190,15 @@ fn split_roots(
         "use either {0}/train/<class>/ + {0}/val/<class>/ (and optionally {0}/test/<class>/), or {0}/<class>/",
         root.display()
     );
+    if present == ["train"] && !others.is_empty() {
+        // A class that happens to be called `train` (CIFAR-100 has one): with no val/ or test/
+        // beside it, the folder is a flat ImageFolder.
+        notes.push(format!(
+            "{}/train is taken as a class (there is no val/ or test/ beside it)",
+            root.display()
+        ));
+        return Ok(vec![(None, root.to_path_buf())]);
+    }
     if !others.is_empty() {
         return Err(format!(
             "mixes split folders ({}) with other folders ({}); {layout_help}",
@@ -300,8 +329,8 @@ impl Dataset {
                 "is not a directory; pass the folder that holds one sub-folder per class".into(),
             ));
         }
-        let top = class_dirs(root, &skip)?;
         let mut notes = Vec::new();
+        let top = class_dirs(root, &skip, &mut notes)?;
         let names: Vec<&str> = top.iter().map(|(n, _)| n.as_str()).collect();
         let split_roots = split_roots(root, &names, &mut notes).map_err(layout)?;
         let has_split = split_roots[0].0.is_some();
@@ -310,7 +339,7 @@ impl Dataset {
         // keeps its raw name on disk and is shown (and recorded) with U+FFFD in its class name.
         let mut listed = Vec::with_capacity(split_roots.len());
         for (split, r) in &split_roots {
-            let dirs = class_dirs(r, &skip)?;
+            let dirs = class_dirs(r, &skip, &mut notes)?;
             for (n, p) in &dirs {
                 if !classes.contains(n) {
                     classes.push(n.clone());
@@ -473,6 +502,16 @@ mod tests {
             err.contains("mixes split folders") && err.contains("daisy"),
             "{err}"
         );
+        // A class named `train` among other classes, no val/ or test/: a flat dataset.
+        let f = tempfile::tempdir().unwrap();
+        for p in ["train/1.jpg", "cat/2.jpg"] {
+            let p = f.path().join(p);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, b"x").unwrap();
+        }
+        let flat = Dataset::scan(f.path()).unwrap();
+        assert_eq!(flat.classes, vec!["cat", "train"]);
+        assert!(!flat.has_split);
         // train/ alone: refused with the fix.
         let e = tempfile::tempdir().unwrap();
         fs::create_dir_all(e.path().join("train/cat")).unwrap();
@@ -504,6 +543,13 @@ mod tests {
             d.path()
                 .join("dog/cache")
                 .join(headstart_cache::lock::LOCK_FILE),
+            b"",
+        )
+        .unwrap();
+        fs::write(d.path().join("dog/cache/shard-00000.safetensors"), b"").unwrap();
+        // A stray lock file alone does not hide a class folder.
+        fs::write(
+            d.path().join("cat").join(headstart_cache::lock::LOCK_FILE),
             b"",
         )
         .unwrap();

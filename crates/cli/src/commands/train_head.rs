@@ -167,8 +167,13 @@ pub fn run(a: Args) -> Result<()> {
         other => usage(other.to_string()),
     })?;
     output_dir(&a.out, "--out")?;
-    refuse_foreign_files(&a.out)?;
-    let (_lock, warning) = DirLock::acquire(&a.out)?;
+    // The head folder is swapped in whole, beside itself: work on the real folder (`.`, `..`
+    // and symlinks resolved) and check now, before training, that its parent takes the swap.
+    let out_dir = std::fs::canonicalize(&a.out)
+        .with_context(|| format!("--out {}: cannot resolve the path", a.out.display()))?;
+    check_publishable(&out_dir)?;
+    refuse_foreign_files(&out_dir)?;
+    let (_lock, warning) = DirLock::acquire(&out_dir)?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
@@ -231,7 +236,7 @@ pub fn run(a: Args) -> Result<()> {
 
     // Every file of the head directory is written into a staging directory and swapped in at
     // once: a reader (or a crash at any moment) sees the old complete head or the new one.
-    let out = &a.out;
+    let out = &out_dir;
     let ck = trained.checkpoint(&cache);
     let seconds = started.elapsed().as_secs_f64();
     let run = json!({
@@ -301,6 +306,26 @@ const HEAD_FILES: [&str; 7] = [
     "report.txt",
     "run.json",
 ];
+
+/// `--out` is replaced by a swap with a sibling folder: its parent must take one.
+fn check_publishable(out: &std::path::Path) -> Result<()> {
+    let Some(parent) = out.parent() else {
+        return Err(usage(format!(
+            "--out {}: the head folder is replaced as a whole, so it cannot be a filesystem root",
+            out.display()
+        )));
+    };
+    let probe = parent.join(format!(".headstart-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe)
+        .and_then(|()| std::fs::remove_dir(&probe))
+        .map_err(|e| {
+            usage(format!(
+                "--out {}: the head folder is replaced as a whole, so its parent folder {} must be writable ({e})",
+                out.display(),
+                parent.display()
+            ))
+        })
+}
 
 /// `--out` is replaced as a whole: refuse a folder that holds anything but a head.
 fn refuse_foreign_files(out: &std::path::Path) -> Result<()> {

@@ -34,6 +34,17 @@ macro_rules! multiversion {
     };
 }
 
+/// max(v, 0) that keeps NaN (as candle's and PyTorch's ReLU do), so that a non-finite feature
+/// is never hidden as 0.
+#[inline(always)]
+fn relu(v: f32) -> f32 {
+    if v < 0.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
 /// `a·b + c`, fused where the CPU has FMA.
 #[inline(always)]
 fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
@@ -50,7 +61,7 @@ multiversion! {
         let _ = FMA;
         match act {
             Activation::None => {}
-            Activation::Relu => dst.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Activation::Relu => dst.iter_mut().for_each(|v| *v = relu(*v)),
             Activation::Relu6 => dst.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
         }
     }
@@ -122,7 +133,7 @@ multiversion! {
             }
             match act {
                 Activation::None => {}
-                Activation::Relu => px.iter_mut().for_each(|v| *v = v.max(0.0)),
+                Activation::Relu => px.iter_mut().for_each(|v| *v = relu(*v)),
                 Activation::Relu6 => px.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
             }
         }
@@ -249,12 +260,27 @@ multiversion! {
                     }
                     match act {
                         Activation::None => {}
-                        Activation::Relu => dst.iter_mut().for_each(|v| *v = v.max(0.0)),
+                        Activation::Relu => dst.iter_mut().for_each(|v| *v = relu(*v)),
                         Activation::Relu6 => dst.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
                     }
                 }
             }
             c0 += L;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activations_keep_nan_so_non_finite_features_are_not_hidden() {
+        let mut v = [f32::NAN, -1.0, 2.0, 7.0];
+        activate(&mut v, Activation::Relu);
+        assert!(v[0].is_nan() && v[1] == 0.0 && v[2] == 2.0 && v[3] == 7.0);
+        let mut v = [f32::NAN, -1.0, 7.0];
+        activate(&mut v, Activation::Relu6);
+        assert!(v[0].is_nan() && v[1] == 0.0 && v[2] == 6.0);
     }
 }
