@@ -123,25 +123,46 @@ impl WinogradConv {
         if self.cin * cout > BIG_WEIGHTS {
             // Large filters: transform every tile, then 36 whole-layer products (each filter
             // packed once), then the output transform.
-            let nt = tile_rows * tw;
-            let mut v = bufs.take(36 * nt * self.cin);
+            // Layout [tile][ξ][channel]: a block's tiles are one contiguous run of V (no two
+            // tasks ever hold overlapping slices), and product ξ reads rows of stride 36·cin.
+            let (cin, nt) = (self.cin, tile_rows * tw);
+            let mut v = bufs.take(36 * nt * cin);
             let mut m = bufs.take(36 * nt * cout);
-            let vp = SharedMut(v.as_mut_ptr());
-            blocks.par_iter().for_each(|(g0, g1, _)| {
-                // SAFETY: block (g0, g1) writes only tiles g0·tw .. g1·tw of each of the 36
-                // planes of V; blocks do not overlap and V has room for all nt tiles.
-                let v = unsafe { std::slice::from_raw_parts_mut(vp.get(), 36 * nt * self.cin) };
-                self.transform_in(x, *g0, *g1, &mut v[g0 * tw * self.cin..], nt * self.cin);
+            let mut parts = Vec::with_capacity(blocks.len());
+            let mut rest: &mut [f32] = &mut v;
+            for (g0, g1, _) in &blocks {
+                let (part, tail) = rest.split_at_mut((g1 - g0) * tw * 36 * cin);
+                parts.push((*g0, *g1, part));
+                rest = tail;
+            }
+            parts.into_par_iter().for_each(|(g0, g1, part)| {
+                self.transform_in(x, g0, g1, part, cin, 36 * cin);
             });
             let threads = rayon::current_num_threads().max(1);
             let per = 36usize.div_ceil(threads * 3);
-            m.par_chunks_mut(per * nt * cout)
-                .zip(v.par_chunks(per * nt * self.cin))
-                .enumerate()
-                .for_each(|(i, (mp, vp))| {
-                    let xi0 = i * per;
-                    self.multiply(vp, nt, mp, xi0, (xi0 + per).min(36), 1);
-                });
+            let (mp, vp) = (SharedMut(m.as_mut_ptr()), SharedMut(v.as_mut_ptr()));
+            (0..36).into_par_iter().step_by(per).for_each(|xi0| {
+                for xi in xi0..(xi0 + per).min(36) {
+                    // SAFETY: M and V are [nt, 36, c] buffers of the sizes taken above; product ξ
+                    // reads V's column block ξ and writes M's column block ξ only (disjoint from
+                    // every other ξ's), through raw pointers: no references overlap.
+                    unsafe {
+                        sgemm(
+                            nt,
+                            cout,
+                            cin,
+                            mp.get().add(xi * cout),
+                            36 * cout,
+                            false,
+                            vp.get().add(xi * cin),
+                            36 * cin,
+                            self.u[xi * cin * cout..].as_ptr(),
+                            cout,
+                            1,
+                        );
+                    }
+                }
+            });
             blocks.into_par_iter().for_each(|(g0, g1, dst)| {
                 let base = start(g0);
                 self.transform_out(
@@ -150,8 +171,8 @@ impl WinogradConv {
                     residual,
                     g0,
                     g1,
-                    &m[g0 * tw * cout..],
-                    nt * cout,
+                    &m[g0 * tw * 36 * cout..],
+                    (cout, 36 * cout),
                     dst,
                     base,
                 );
@@ -170,9 +191,10 @@ impl WinogradConv {
                 let (cin, cout) = (self.cin, self.cout);
                 with_scratch(36 * nt * (cin + cout), |scratch| {
                     let (v, m) = scratch.split_at_mut(36 * nt * cin);
-                    self.transform_in(x, g0, g1, v, nt * cin);
-                    self.multiply(v, nt, m, 0, 36, 1);
-                    self.transform_out(x.h, x.w, residual, g0, g1, m, nt * cout, dst, start(g0));
+                    self.transform_in(x, g0, g1, v, nt * cin, cin);
+                    self.multiply(v, nt, m);
+                    let strides = (nt * cout, cout);
+                    self.transform_out(x.h, x.w, residual, g0, g1, m, strides, dst, start(g0));
                 });
             });
         }
@@ -185,9 +207,17 @@ impl WinogradConv {
         })
     }
 
-    /// Input transform of tile rows `g0 .. g1` into `v` (plane ξ of tile t at
-    /// `v[ξ·stride + t·cin]`, t counted from the block's first tile).
-    fn transform_in(&self, x: &Act, g0: usize, g1: usize, v: &mut [f32], stride: usize) {
+    /// Input transform of tile rows `g0 .. g1` into `v`: position ξ of tile t (counted from
+    /// the block's first tile) at `v[ξ·stride + t·tile_stride]`.
+    fn transform_in(
+        &self,
+        x: &Act,
+        g0: usize,
+        g1: usize,
+        v: &mut [f32],
+        stride: usize,
+        tile_stride: usize,
+    ) {
         let (h, w, cin) = (x.h, x.w, self.cin);
         let (th, tw) = (h.div_ceil(4), w.div_ceil(4));
         for ti in 0..(g1 - g0) * tw {
@@ -208,24 +238,16 @@ impl WinogradConv {
                     patch[i * 6 + j] = Some(&x.data[at..at + cin]);
                 }
             }
-            kernels::winograd_input(&patch, cin, &mut v[ti * cin..], stride);
+            kernels::winograd_input(&patch, cin, &mut v[ti * tile_stride..], stride);
         }
     }
 
-    /// Products `M_ξ = V_ξ · U_ξ` for ξ in `xi0 .. xi1`, over `nt` tiles; `v` and `m` start at
-    /// plane `xi0` (planes of `nt·cin` and `nt·cout` values).
-    fn multiply(
-        &self,
-        v: &[f32],
-        nt: usize,
-        m: &mut [f32],
-        xi0: usize,
-        xi1: usize,
-        threads: usize,
-    ) {
+    /// Products `M_ξ = V_ξ · U_ξ` over `nt` tiles, planes of `nt·cin` (V) and `nt·cout` (M)
+    /// values, on this thread.
+    fn multiply(&self, v: &[f32], nt: usize, m: &mut [f32]) {
         let (cin, cout) = (self.cin, self.cout);
-        for (i, xi) in (xi0..xi1).enumerate() {
-            assert!((i + 1) * nt * cin <= v.len() && (i + 1) * nt * cout <= m.len());
+        assert!(v.len() >= 36 * nt * cin && m.len() >= 36 * nt * cout);
+        for xi in 0..36 {
             // SAFETY: V_ξ is [nt, cin], U_ξ [cin, cout], M_ξ [nt, cout]; all in bounds
             // (asserted) and disjoint.
             unsafe {
@@ -233,21 +255,21 @@ impl WinogradConv {
                     nt,
                     cout,
                     cin,
-                    m[i * nt * cout..].as_mut_ptr(),
+                    m[xi * nt * cout..].as_mut_ptr(),
                     cout,
                     false,
-                    v[i * nt * cin..].as_ptr(),
+                    v[xi * nt * cin..].as_ptr(),
                     cin,
                     self.u[xi * cin * cout..].as_ptr(),
                     cout,
-                    threads,
+                    1,
                 );
             }
         }
     }
 
-    /// Output transform of tile rows `g0 .. g1` from `m` (plane ξ of tile t at
-    /// `m[ξ·stride + t·cout]`) into `dst`, which starts at output offset `base`.
+    /// Output transform of tile rows `g0 .. g1` from `m` (position ξ of tile t at
+    /// `m[ξ·stride + t·tile_stride]`) into `dst`, which starts at output offset `base`.
     #[allow(clippy::too_many_arguments)]
     fn transform_out(
         &self,
@@ -257,7 +279,7 @@ impl WinogradConv {
         g0: usize,
         g1: usize,
         m: &[f32],
-        stride: usize,
+        (stride, tile_stride): (usize, usize),
         dst: &mut [f32],
         base: usize,
     ) {
@@ -291,7 +313,7 @@ impl WinogradConv {
                 }
             }
             kernels::winograd_output(
-                &m[ti * cout..],
+                &m[ti * tile_stride..],
                 stride,
                 cout,
                 &self.bias,
