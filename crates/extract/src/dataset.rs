@@ -81,18 +81,37 @@ pub fn sniff_image(path: &Path) -> Option<&'static str> {
         "png"
     } else if h.starts_with(b"GIF8") {
         "gif"
-    } else if h.starts_with(b"BM") && n >= 6 {
+    } else if h.starts_with(b"BM") && bmp_header_plausible(path) {
         "bmp"
     } else if h.starts_with(b"RIFF") && n >= 12 && &h[8..12] == b"WEBP" {
         "webp"
     } else if h.starts_with(b"II*\0") || h.starts_with(b"MM\0*") {
         "tiff"
-    } else if n >= 12 && &h[4..8] == b"ftyp" {
+    } else if n >= 12
+        && &h[4..8] == b"ftyp"
+        && [
+            b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis",
+        ]
+        .iter()
+        .any(|b| &h[8..12] == *b)
+    {
+        // HEIF/AVIF stills (not MP4/MOV videos, which share the `ftyp` box).
         "heif"
     } else {
         return None;
     };
     Some(kind)
+}
+
+/// A BMP's DIB header size (bytes 14–17) is one of the defined ones: text that happens to
+/// start with "BM" is not an image.
+fn bmp_header_plausible(path: &Path) -> bool {
+    let mut b = [0u8; 18];
+    let ok = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_ok();
+    ok && [12u32, 16, 40, 52, 56, 64, 108, 124]
+        .contains(&u32::from_le_bytes([b[14], b[15], b[16], b[17]]))
 }
 
 /// True if the file name has an image extension.
@@ -340,6 +359,21 @@ impl Dataset {
         let mut listed = Vec::with_capacity(split_roots.len());
         for (split, r) in &split_roots {
             let dirs = class_dirs(r, &skip, &mut notes)?;
+            for pair in dirs.windows(2) {
+                // Two raw names that read the same once made UTF-8 would share a label.
+                if dirs.iter().filter(|(n, _)| *n == pair[0].0).count() > 1 {
+                    let same: Vec<String> = dirs
+                        .iter()
+                        .filter(|(n, _)| *n == pair[0].0)
+                        .map(|(_, p)| format!("{:?}", p.file_name().unwrap_or_default()))
+                        .collect();
+                    return Err(layout(format!(
+                        "class folders {} read as the same name \"{}\" (not valid UTF-8); rename them",
+                        same.join(" and "),
+                        pair[0].0
+                    )));
+                }
+            }
             for (n, p) in &dirs {
                 if !classes.contains(n) {
                     classes.push(n.clone());
@@ -571,6 +605,8 @@ mod tests {
             ("cat/b.jpe", &jpeg[..]),
             ("cat/c.heic", &jpeg[..]),
             ("cat/d", &b"\0\0\0\x18ftypheic\0\0\0\0"[..]),
+            ("cat/clip.mov", &b"\0\0\0\x18ftypqt  \0\0\0\0"[..]),
+            ("cat/bm.txt", &b"BMW notes, not a bitmap at all"[..]),
             ("cat/notes.txt", &b"just text"[..]),
             ("dog/e.jpg", &jpeg[..]),
         ] {
@@ -621,6 +657,12 @@ mod tests {
         assert_eq!(ds.items[0].rel_bytes, b"caf\xe9/1.jpg");
         assert_eq!(ds.items[0].path, odd.join("1.jpg"));
         assert!(ds.notes.iter().any(|n| n.contains("not valid UTF-8")));
+        // Two raw names that read the same once made UTF-8 would share a label: refused.
+        let twin = d.path().join(std::ffi::OsStr::from_bytes(b"caf\xe8"));
+        fs::create_dir_all(&twin).unwrap();
+        fs::write(twin.join("3.jpg"), b"x").unwrap();
+        let err = Dataset::scan(d.path()).unwrap_err().to_string();
+        assert!(err.contains("read as the same name"), "{err}");
     }
 
     #[cfg(unix)]

@@ -227,10 +227,18 @@ pub fn evaluate(
 ) -> Result<Evaluation> {
     use headstart_extract::dataset::Split;
     let ds = Dataset::scan(data_dir)?;
-    if ds.has_split
-        && split == Split::Test
-        && !ds.items.iter().any(|i| i.split == Some(Split::Test))
-    {
+    let has = |s: Split| ds.items.iter().any(|i| i.split == Some(s));
+    // With train/ + test/ and no val/, test/ is the held-out side: asking for it scores it.
+    let test_is_val = ds
+        .items
+        .iter()
+        .any(|i| i.split == Some(Split::Val) && i.rel_bytes.starts_with(b"test/"));
+    let split = if split == Split::Test && !has(Split::Test) && test_is_val {
+        Split::Val
+    } else {
+        split
+    };
+    if ds.has_split && split == Split::Test && !has(Split::Test) {
         return Err(Error::NothingToScore(format!(
             "{}: no test/ folder to score (it has train/ and val/ only); score the validation split instead",
             data_dir.display()
