@@ -15,14 +15,14 @@ use crate::{Error, PreprocessConfig, Result};
 /// `[n, 3, S, S]` batch of the files that decoded and returns one output per row; the result has
 /// one entry per path, in order: the output, or the reason the file was not usable.
 /// `on_batch` is told how many files each batch finished.
-pub fn run_on_files<T>(
+pub fn run_on_files<T, E: From<Error>>(
     paths: &[PathBuf],
     cfg: &PreprocessConfig,
     limits: &DecodeLimits,
     batch_size: usize,
-    model: &mut dyn FnMut(&Tensor) -> Result<Vec<T>>,
+    model: &mut dyn FnMut(&Tensor) -> std::result::Result<Vec<T>, E>,
     on_batch: &mut dyn FnMut(usize),
-) -> Result<Vec<std::result::Result<T, Error>>> {
+) -> std::result::Result<Vec<std::result::Result<T, Error>>, E> {
     let side = cfg.input_size as usize;
     let mut out = Vec::with_capacity(paths.len());
     for chunk in paths.chunks(batch_size.max(1)) {
@@ -33,14 +33,15 @@ pub fn run_on_files<T>(
         let mut outputs = Vec::new();
         let n = inputs.iter().flatten().count();
         let decoded = inputs.iter().flatten().map(Vec::as_slice);
-        run_on_rows(decoded, side, n, &mut |x| {
+        run_on_rows::<E>(decoded, side, n, &mut |x| {
             let o = model(x)?;
-            if o.len() != x.dim(0)? {
+            let rows = x.dim(0).map_err(Error::from)?;
+            if o.len() != rows {
                 return Err(Error::Input(format!(
-                    "the model gave {} outputs for a batch of {}",
-                    o.len(),
-                    x.dim(0)?
-                )));
+                    "the model gave {} outputs for a batch of {rows}",
+                    o.len()
+                ))
+                .into());
             }
             outputs = o;
             Ok(())
@@ -57,12 +58,12 @@ pub fn run_on_files<T>(
 /// Stacks `rows` (each one network input, `3 × side × side` values, CHW) into batches of at
 /// most `batch_size`, copying each row once, and calls `model` on each `[n, 3, side, side]` batch
 /// in order.
-pub fn run_on_rows<'a>(
+pub fn run_on_rows<'a, E: From<Error>>(
     rows: impl IntoIterator<Item = &'a [f32]>,
     side: usize,
     batch_size: usize,
-    model: &mut dyn FnMut(&Tensor) -> Result<()>,
-) -> Result<()> {
+    model: &mut dyn FnMut(&Tensor) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
     let plane = 3 * side * side;
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
@@ -72,12 +73,14 @@ pub fn run_on_rows<'a>(
                 return Err(Error::Input(format!(
                     "a network input of {} values, expected 3 × {side} × {side}",
                     row.len()
-                )));
+                ))
+                .into());
             }
             pixels.extend_from_slice(row);
         }
         let n = pixels.len() / plane;
-        model(&Tensor::from_vec(pixels, (n, 3, side, side), &Device::Cpu)?)?;
+        let x = Tensor::from_vec(pixels, (n, 3, side, side), &Device::Cpu).map_err(Error::from)?;
+        model(&x)?;
     }
     Ok(())
 }
@@ -134,7 +137,7 @@ mod tests {
             &cfg,
             &DecodeLimits::default(),
             2,
-            &mut |x| Ok((0..x.dim(0)?).map(|i| i * 10).collect()),
+            &mut |x| Ok::<_, Error>((0..x.dim(0)?).map(|i| i * 10).collect()),
             &mut |n| batches.push(n),
         )
         .unwrap();

@@ -49,6 +49,19 @@ fn cache(e: &headstart_cache::Error) -> Option<String> {
             "use another --cache directory, or pass --force to discard this cache and start over"
                 .into(),
         ),
+        E::Manifest { path, .. } => {
+            // An unreadable manifest: say what `--force` would discard, so the user can choose.
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let shards = std::fs::read_dir(dir).map_or(0, |rd| {
+                rd.flatten()
+                    .filter(|f| f.file_name().to_string_lossy().ends_with(".safetensors"))
+                    .count()
+            });
+            Some(format!(
+                "rerun with --force to discard this cache and extract from scratch (it deletes {} and the {shards} shard file(s) beside it), or pass another --cache folder",
+                path.display()
+            ))
+        }
         E::NotACache { path } => Some(format!(
             "create one with `headstart extract DATA_DIR --cache {}`",
             path.display()
@@ -120,6 +133,16 @@ mod tests {
         let fix = fix_for(&e).unwrap();
         assert!(
             fix.contains("--weights PATH") && fix.contains("--backbone resnet18"),
+            "{fix}"
+        );
+        let e: anyhow::Error = headstart_extract::Error::from(headstart_cache::Error::Manifest {
+            path: "/nonexistent/c/manifest.json".into(),
+            reason: headstart_cache::error::ManifestError::Format("garbage".into()),
+        })
+        .into();
+        let fix = fix_for(&e).unwrap();
+        assert!(
+            fix.contains("--force") && fix.contains("manifest.json"),
             "{fix}"
         );
         let plain = anyhow::anyhow!("something else");

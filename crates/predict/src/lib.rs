@@ -159,7 +159,7 @@ impl Predictor {
             &cfg,
             &self.limits,
             batch_size,
-            &mut |x| Ok(self.probabilities(x).map_err(boxed)?.to_vec2::<f32>()?),
+            &mut |x| Ok::<_, Error>(self.probabilities(x)?.to_vec2::<f32>()?),
             on_batch,
         )?;
         Ok(paths
@@ -193,11 +193,6 @@ impl Predictor {
             })
             .collect()
     }
-}
-
-/// A head failure inside the batch loop, carried as a backbone-side error.
-fn boxed(e: Error) -> headstart_backbone::Error {
-    headstart_backbone::Error::Input(e.to_string())
 }
 
 /// The result of evaluating a head on a labelled folder.

@@ -46,7 +46,7 @@ pub fn run(a: Args) -> Result<()> {
     let dev = device(a.backbone.device)?;
     let model = Backbone::load(arch, &weights, true, &dev).context("these weights have no ImageNet classifier (`fc`/`_fc`), so `classify` cannot run; `extract` only needs the features")?;
     let cfg = model.config().preprocess.clone();
-    let results = run_on_files(
+    let results = run_on_files::<_, headstart_backbone::Error>(
         &a.images,
         &cfg,
         &DecodeLimits::default(),

@@ -120,8 +120,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let bar = Bar::new("extract", a.quiet || a.json);
-    let report = extract(&dataset, &model, &resolved.sha256, &a.cache, &opts, &bar)
-        .map_err(|e| with_force_hint(e, &a.cache))?;
+    let report = extract(&dataset, &model, &resolved.sha256, &a.cache, &opts, &bar)?;
     for n in &report.notes {
         eprintln!("note: {n}");
     }
@@ -155,26 +154,4 @@ pub fn run(a: Args) -> Result<()> {
         .into());
     }
     Ok(())
-}
-
-/// An unreadable manifest: say what `--force` would discard, so the user can choose.
-fn with_force_hint(e: headstart_extract::Error, cache: &std::path::Path) -> anyhow::Error {
-    let manifest_broken = matches!(
-        &e,
-        headstart_extract::Error::Cache(c) if matches!(**c, headstart_cache::Error::Manifest { .. })
-    );
-    if !manifest_broken {
-        return e.into();
-    }
-    let shards = std::fs::read_dir(cache)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|f| f.file_name().to_string_lossy().ends_with(".safetensors"))
-                .count()
-        })
-        .unwrap_or(0);
-    anyhow::anyhow!(
-        "{e}\nfix: rerun with --force to discard this cache and extract from scratch (it deletes {} and the {shards} shard file(s) beside it), or pass another --cache folder",
-        cache.join("manifest.json").display()
-    )
 }

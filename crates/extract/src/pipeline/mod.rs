@@ -105,7 +105,7 @@ pub fn extract(
             features.clear();
             // Every view of every ready image, in order, through the backbone in batches.
             let rows = ready.iter().flat_map(|p| p.chunks_exact(3 * size * size));
-            run_on_rows(rows, size, opts.batch_size, &mut |x| {
+            run_on_rows::<Error>(rows, size, opts.batch_size, &mut |x| {
                 let f = backbone.features(x)?.to_device(&candle_core::Device::Cpu)?;
                 features.extend(f.flatten_all()?.to_vec1::<f32>()?);
                 Ok(())

@@ -99,35 +99,12 @@ impl DenseConv {
                 let r0 = b * rows;
                 let nr = dst.len() / cout;
                 self.init_rows(dst, residual, r0);
-                let multiply = |lhs: &[f32], dst: &mut [f32]| {
-                    if kk <= SMALL_K {
-                        kernels::small_k_gemm(lhs, kk, &self.weight, cout, dst);
-                    } else {
-                        // SAFETY: lhs is [nr, kk], weight [kk, cout], dst [nr, cout], row-major,
-                        // in bounds and disjoint.
-                        unsafe {
-                            sgemm(
-                                nr,
-                                cout,
-                                kk,
-                                dst.as_mut_ptr(),
-                                cout,
-                                true,
-                                lhs.as_ptr(),
-                                kk,
-                                self.weight.as_ptr(),
-                                cout,
-                                1,
-                            )
-                        }
-                    }
-                };
                 if direct {
-                    multiply(&x.data[r0 * kk..(r0 + nr) * kk], dst);
+                    self.multiply(&x.data[r0 * kk..(r0 + nr) * kk], dst, 1);
                 } else {
                     with_scratch(nr * kk, |cols| {
                         self.im2col(x, &g, r0, cols);
-                        multiply(cols, dst);
+                        self.multiply(cols, dst, 1);
                     });
                 }
                 kernels::activate(dst, self.act);
@@ -179,23 +156,7 @@ impl DenseConv {
             } else {
                 &cols[..nr * kk]
             };
-            // SAFETY: lhs is [nr, kk], weight [kk, cout], dst [nr, cout], row-major, in bounds
-            // and disjoint.
-            unsafe {
-                sgemm(
-                    nr,
-                    cout,
-                    kk,
-                    dst.as_mut_ptr(),
-                    cout,
-                    true,
-                    lhs.as_ptr(),
-                    kk,
-                    self.weight.as_ptr(),
-                    cout,
-                    threads,
-                )
-            }
+            self.multiply(lhs, dst, threads);
             dst.par_chunks_mut(SUB * cout)
                 .for_each(|d| kernels::activate(d, self.act));
         }
@@ -209,6 +170,35 @@ impl DenseConv {
             w: g.out_w,
             c: cout,
             data: out,
+        }
+    }
+
+    /// `dst [rows, cout] += lhs [rows, kk] · weight`, on `threads` threads (the small-K loop
+    /// for tiny inner dimensions, gemm otherwise).
+    fn multiply(&self, lhs: &[f32], dst: &mut [f32], threads: usize) {
+        let (cout, kk) = (self.cout, self.k * self.k * self.cin);
+        let rows = dst.len() / cout;
+        assert!(lhs.len() >= rows * kk && self.weight.len() == kk * cout);
+        if kk <= SMALL_K {
+            kernels::small_k_gemm(lhs, kk, &self.weight, cout, dst);
+            return;
+        }
+        // SAFETY: lhs is [rows, kk], weight [kk, cout], dst [rows, cout], row-major, in bounds
+        // (asserted) and disjoint.
+        unsafe {
+            sgemm(
+                rows,
+                cout,
+                kk,
+                dst.as_mut_ptr(),
+                cout,
+                true,
+                lhs.as_ptr(),
+                kk,
+                self.weight.as_ptr(),
+                cout,
+                threads,
+            )
         }
     }
 
