@@ -19,10 +19,23 @@ pub fn temp_path(path: &Path) -> PathBuf {
 ///
 /// On error the temporary file is removed and the error names the path.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// Like [`write_atomic`], but the content is streamed by `fill` through a buffered writer, so a
+/// large file (a million-image manifest) is never held in memory whole.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<&mut File>) -> std::io::Result<()>,
+) -> Result<()> {
     let tmp = temp_path(path);
     let result = (|| -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
+        {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+            fill(&mut w)?;
+            w.flush()?;
+        }
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;

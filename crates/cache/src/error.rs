@@ -72,9 +72,80 @@ pub enum Error {
         holder: String,
     },
 
+    /// An extract into this cache was interrupted before it finished (journal, no manifest).
+    #[error("{}: unfinished cache ({shards} shard(s) committed, no manifest.json yet): an extract into it was interrupted or is still running; rerun the same `headstart extract … --cache {}` command to finish it", path.display(), path.display())]
+    Unfinished {
+        /// The cache directory.
+        path: PathBuf,
+        /// Shards committed so far.
+        shards: usize,
+    },
+
+    /// A partitioned cache whose parts are not merged yet.
+    #[error("{}", partitioned_message(path, *parts, finished, unfinished, missing))]
+    Partitioned {
+        /// The cache directory.
+        path: PathBuf,
+        /// N of the partition.
+        parts: usize,
+        /// Indices of finished parts.
+        finished: Vec<usize>,
+        /// Indices of parts that started but did not finish (or are running).
+        unfinished: Vec<usize>,
+        /// Indices of parts never started.
+        missing: Vec<usize>,
+    },
+
+    /// `--part` settings that cannot work with this cache directory.
+    #[error("{}: {problem}", path.display())]
+    Partition {
+        /// The cache directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+
     /// Caller misuse (inconsistent rows, wrong dims).
     #[error("{0}")]
     Invalid(String),
+}
+
+fn list(v: &[usize]) -> String {
+    v.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn partitioned_message(
+    path: &std::path::Path,
+    parts: usize,
+    finished: &[usize],
+    unfinished: &[usize],
+    missing: &[usize],
+) -> String {
+    let p = path.display();
+    let mut s = format!(
+        "{p}: a cache partitioned into {parts} parts, not merged yet ({} of {parts} finished",
+        finished.len()
+    );
+    if !unfinished.is_empty() {
+        s += &format!("; unfinished or still running: part {}", list(unfinished));
+    }
+    if !missing.is_empty() {
+        s += &format!("; never started: part {}", list(missing));
+    }
+    s += ")";
+    let todo: Vec<usize> = unfinished.iter().chain(missing).copied().collect();
+    if todo.is_empty() {
+        s += &format!("; run `headstart cache merge {p}`");
+    } else {
+        s += &format!(
+            "; run `headstart extract DATA_DIR --cache {p} --part I/{parts}` for I in {} (same settings as the other parts), then `headstart cache merge {p}`",
+            list(&todo)
+        );
+    }
+    s
 }
 
 impl Error {

@@ -1,11 +1,16 @@
 //! The headstart feature cache: a directory with `manifest.json` and `shard-NNNNN.safetensors`
-//! files (see `docs/cache-format.md`). Writes are atomic and resumable; reads verify checksums.
+//! files, a commit journal while it is written, and `parts/` when N processes write it (see
+//! `docs/cache-format.md`). Writes are atomic and resumable; reads verify checksums.
 
 pub mod atomic;
 pub mod error;
+pub mod journal;
 pub mod lock;
 pub mod manifest;
+pub mod merge;
+pub mod partition;
 pub mod reader;
+pub mod shard_file;
 pub mod st;
 pub mod writer;
 
@@ -14,5 +19,7 @@ pub use manifest::{
     AugmentConfig, CacheSettings, FeatureDType, ImageEntry, ImageStatus, Manifest, ShardEntry,
     Split,
 };
+pub use merge::{merge, MergeOptions, MergeReport};
+pub use partition::{Part, PartitionRecord, PartsStatus};
 pub use reader::{CachedRows, FeatureCache, Problem};
 pub use writer::{CacheWriter, Lookup, ViewMeta};

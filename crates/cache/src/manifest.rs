@@ -10,8 +10,9 @@ use crate::{Error, Result};
 
 /// The `format` value of every manifest.
 pub const FORMAT: &str = "headstart-feature-cache";
-/// The current format version. Readers refuse newer versions.
-pub const FORMAT_VERSION: u32 = 1;
+/// The current format version. Readers refuse newer versions; version 1 caches (one
+/// `manifest.json` rewritten after every shard, no journal) are still read and resumed.
+pub const FORMAT_VERSION: u32 = 2;
 /// The manifest's file name inside a cache directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
@@ -241,61 +242,62 @@ impl Manifest {
     /// Parses manifest bytes and checks their internal consistency. Never panics.
     pub fn parse(bytes: &[u8]) -> std::result::Result<Self, ManifestError> {
         let m: Manifest = serde_json::from_slice(bytes)?;
-        if m.format != FORMAT {
-            return Err(ManifestError::Format(format!(
-                "format is `{}`, expected `{FORMAT}`",
-                m.format
-            )));
-        }
-        if m.format_version > FORMAT_VERSION {
-            return Err(ManifestError::Format(format!(
-                "format version {} is newer than this headstart understands ({FORMAT_VERSION}); upgrade headstart",
-                m.format_version
-            )));
-        }
+        m.check()?;
+        Ok(m)
+    }
+
+    /// Checks the format, version and internal consistency (labels, row sums, shard names).
+    pub fn check(&self) -> std::result::Result<(), ManifestError> {
+        check_format(&self.format, self.format_version)?;
         let bad = |m: String| Err(ManifestError::Inconsistent(m));
-        for (i, img) in m.images.iter().enumerate() {
-            if img.label >= m.classes.len() {
+        for (i, img) in self.images.iter().enumerate() {
+            if img.label >= self.classes.len() {
                 return bad(format!(
                     "image {i} ({}) has label {} but there are {} classes",
                     img.path,
                     img.label,
-                    m.classes.len()
+                    self.classes.len()
                 ));
             }
         }
-        let total = m
-            .shards
-            .iter()
-            .try_fold(0usize, |acc, s| acc.checked_add(s.rows))
-            .ok_or_else(|| ManifestError::Inconsistent("shard row counts overflow".into()))?;
-        if total != m.rows {
-            return bad(format!(
-                "shards hold {total} rows but the manifest says {}",
-                m.rows
-            ));
-        }
-        for s in &m.shards {
-            if s.file.contains('/') || s.file.contains('\\') || s.file.starts_with('.') {
-                return bad(format!(
-                    "shard file name `{}` is not a plain file name",
-                    s.file
-                ));
-            }
-        }
-        Ok(m)
+        check_shards(&self.shards, self.rows)
     }
 
-    /// Serialises to pretty JSON with a trailing newline (deterministic).
+    /// Writes the manifest: the settings pretty-printed, then one image and one shard per line
+    /// (deterministic; about half the bytes of fully pretty JSON for large caches). Streams, so
+    /// a million-image manifest is never held in memory as text.
+    pub fn write_json(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        #[derive(Serialize)]
+        struct Head<'a> {
+            format: &'a str,
+            format_version: u32,
+            #[serde(flatten)]
+            settings: &'a CacheSettings,
+            classes: &'a [String],
+        }
+        let head = serde_json::to_string_pretty(&Head {
+            format: &self.format,
+            format_version: self.format_version,
+            settings: &self.settings,
+            classes: &self.classes,
+        })?;
+        let head = head.strip_suffix("\n}").unwrap_or(&head);
+        w.write_all(head.as_bytes())?;
+        write_list(w, "images", &self.images)?;
+        write_list(w, "shards", &self.shards)?;
+        writeln!(w, ",\n  \"rows\": {}\n}}", self.rows)
+    }
+
+    /// The manifest's bytes, as [`write`](Self::write) stores them.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).expect("manifest serialises");
-        v.push(b'\n');
+        let mut v = Vec::new();
+        self.write_json(&mut v).expect("writing to memory");
         v
     }
 
-    /// Writes `dir/manifest.json` atomically.
+    /// Writes `dir/manifest.json` atomically, in one streamed pass.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        crate::atomic::write_atomic(&Self::path_in(dir), &self.to_bytes())
+        crate::atomic::write_atomic_with(&Self::path_in(dir), |w| self.write_json(w))
     }
 
     /// Indices of images whose status is `ok`.
@@ -306,4 +308,61 @@ impl Manifest {
             .filter(|(_, e)| e.status == ImageStatus::Ok)
             .map(|(i, _)| i)
     }
+}
+
+/// Refuses another format or a newer version.
+pub(crate) fn check_format(format: &str, version: u32) -> std::result::Result<(), ManifestError> {
+    if format != FORMAT {
+        return Err(ManifestError::Format(format!(
+            "format is `{format}`, expected `{FORMAT}`"
+        )));
+    }
+    if version > FORMAT_VERSION {
+        return Err(ManifestError::Format(format!(
+            "format version {version} is newer than this headstart understands ({FORMAT_VERSION}); upgrade headstart"
+        )));
+    }
+    Ok(())
+}
+
+/// Row counts add up to `rows`; shard names are plain file names.
+pub(crate) fn check_shards(
+    shards: &[ShardEntry],
+    rows: usize,
+) -> std::result::Result<(), ManifestError> {
+    let bad = |m: String| Err(ManifestError::Inconsistent(m));
+    let total = shards
+        .iter()
+        .try_fold(0usize, |acc, s| acc.checked_add(s.rows))
+        .ok_or_else(|| ManifestError::Inconsistent("shard row counts overflow".into()))?;
+    if total != rows {
+        return bad(format!(
+            "shards hold {total} rows but the manifest says {rows}"
+        ));
+    }
+    for s in shards {
+        if s.file.contains('/') || s.file.contains('\\') || s.file.starts_with('.') {
+            return bad(format!(
+                "shard file name `{}` is not a plain file name",
+                s.file
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn write_list<T: Serialize>(
+    w: &mut impl std::io::Write,
+    key: &str,
+    items: &[T],
+) -> std::io::Result<()> {
+    write!(w, ",\n  \"{key}\": [")?;
+    for (i, item) in items.iter().enumerate() {
+        w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
+        serde_json::to_writer(&mut *w, item)?;
+    }
+    if !items.is_empty() {
+        w.write_all(b"\n  ")?;
+    }
+    w.write_all(b"]")
 }

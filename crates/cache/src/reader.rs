@@ -78,10 +78,13 @@ impl FeatureCache {
     pub fn open(dir: &Path) -> Result<Self> {
         // Not a cache: say so before touching anything (no lock file is created in a folder that
         // is not a cache — a data folder, say).
-        if !dir.is_dir() || !Manifest::path_in(dir).is_file() {
+        if !dir.is_dir() {
             return Err(Error::NotACache {
                 path: dir.to_path_buf(),
             });
+        }
+        if !Manifest::path_in(dir).is_file() {
+            return Err(Self::why_no_manifest(dir));
         }
         // A shared lock: fails at once, naming the writer, while an extract is writing here.
         let lock = DirLock::acquire_shared(dir)?;
@@ -90,6 +93,26 @@ impl FeatureCache {
             manifest: Manifest::read(dir)?,
             _lock: Some(std::sync::Arc::new(lock)),
         })
+    }
+
+    /// Why a directory without `manifest.json` cannot be read: a partitioned cache not merged
+    /// yet, an interrupted extract, or no cache at all.
+    pub fn why_no_manifest(dir: &Path) -> Error {
+        match crate::partition::parts_status(dir) {
+            Ok(Some(status)) => return status.not_merged(dir),
+            Err(e) => return e,
+            Ok(None) => {}
+        }
+        match crate::journal::replay(dir) {
+            Ok(Some(r)) => Error::Unfinished {
+                path: dir.to_path_buf(),
+                shards: r.manifest.shards.len(),
+            },
+            Ok(None) => Error::NotACache {
+                path: dir.to_path_buf(),
+            },
+            Err(e) => e,
+        }
     }
 
     /// A view of a cache whose lock the caller already holds (the writer's own checks).

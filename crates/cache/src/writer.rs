@@ -1,6 +1,8 @@
-//! Writing a cache: rows are buffered per shard; a full shard is written atomically, then the
-//! manifest is rewritten to record it. A killed run therefore leaves only committed shards behind,
-//! and a rerun continues from the first image not yet recorded.
+//! Writing a cache: rows are buffered per shard; a full shard is written atomically, then a
+//! small commit file records it in the journal (`journal.rs`), so committing costs the shard's
+//! size whatever the cache's. `manifest.json` is written once, when the run finishes. A killed
+//! run therefore leaves only committed shards behind, and a rerun continues from the first image
+//! not yet recorded.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -8,6 +10,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::atomic::{remove_stale_temps, write_atomic};
+use crate::journal::{self, Commit, StaleMark};
 use crate::lock::DirLock;
 use crate::manifest::{
     CacheSettings, FeatureDType, ImageEntry, ImageStatus, Manifest, ShardEntry, FORMAT_VERSION,
@@ -37,17 +40,17 @@ pub enum Lookup {
 }
 
 #[derive(Debug, Default)]
-struct ShardBuffer {
-    features: Vec<f32>,
-    label: Vec<i64>,
-    image: Vec<i64>,
-    view: Vec<i64>,
-    crop: Vec<i64>,
-    flip: Vec<u8>,
+pub(crate) struct ShardBuffer {
+    pub features: Vec<f32>,
+    pub label: Vec<i64>,
+    pub image: Vec<i64>,
+    pub view: Vec<i64>,
+    pub crop: Vec<i64>,
+    pub flip: Vec<u8>,
 }
 
 impl ShardBuffer {
-    fn rows(&self) -> usize {
+    pub fn rows(&self) -> usize {
         self.label.len()
     }
 }
@@ -65,6 +68,12 @@ pub struct CacheWriter {
     shard_size: usize,
     buffer: ShardBuffer,
     by_path: HashMap<String, usize>,
+    /// Number of the next journal commit.
+    next_commit: u64,
+    /// Images recorded by the journal so far.
+    committed_images: usize,
+    /// Stale marks not yet in the journal.
+    pending_stale: Vec<StaleMark>,
     _lock: DirLock,
     /// Warnings for the user (stale lock taken over, temp files removed).
     pub warnings: Vec<String>,
@@ -91,6 +100,15 @@ impl CacheWriter {
             ));
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        if let Some(r) = crate::partition::PartitionRecord::read(dir)? {
+            return Err(Error::Partition {
+                path: dir.to_path_buf(),
+                problem: format!(
+                    "is a cache partitioned into {n} parts: extract into it with --part I/{n} (then `headstart cache merge`), or give a whole-dataset run a directory of its own",
+                    n = r.parts
+                ),
+            });
+        }
         let (lock, lock_warning) = DirLock::acquire(dir)?;
         let mut warnings: Vec<String> = lock_warning.into_iter().collect();
         let removed = remove_stale_temps(dir)?;
@@ -99,22 +117,34 @@ impl CacheWriter {
                 "removed {removed} partial file(s) left by an interrupted run"
             ));
         }
-        let existing = match Manifest::read(dir) {
-            Ok(m) => Some(m),
-            Err(Error::NotACache { .. }) => None,
+        // The journal is the record of a v2 cache; a manifest without one is a finished cache
+        // of version 1 (or one written by `cache merge`), adopted as the journal's first commit.
+        let existing = match journal::replay(dir) {
+            Ok(Some(r)) => Some((r.manifest, Some(r.shards_after))),
+            Ok(None) => match Manifest::read(dir) {
+                Ok(m) => Some((m, None)),
+                Err(Error::NotACache { .. }) => None,
+                Err(e) if force => {
+                    warnings.push(format!("discarding unreadable cache: {e}"));
+                    discard(dir, None)?;
+                    None
+                }
+                Err(e) => return Err(e),
+            },
             Err(e) if force => {
                 warnings.push(format!("discarding unreadable cache: {e}"));
+                discard(dir, None)?;
                 None
             }
             Err(e) => return Err(e),
         };
-        let manifest = match existing {
-            Some(m) if force => {
+        let (manifest, next_commit) = match existing {
+            Some((m, _)) if force => {
                 warnings.push("forced: discarding the existing cache".to_string());
-                remove_cache_files(dir, &m)?;
-                Manifest::new(settings, classes)
+                discard(dir, Some(&m))?;
+                start(dir, settings, classes)?
             }
-            Some(m) => {
+            Some((m, commits)) => {
                 let mut diffs = m.settings.differences(&settings);
                 if m.classes != classes {
                     diffs.push(format!(
@@ -122,16 +152,50 @@ impl CacheWriter {
                         m.classes, classes
                     ));
                 }
-                if diffs.is_empty() {
-                    repair(dir, m, &mut warnings)?
-                } else {
+                if !diffs.is_empty() {
                     return Err(Error::ConfigMismatch {
                         path: dir.to_path_buf(),
                         differences: diffs,
                     });
                 }
+                match (repair(dir, m, &mut warnings)?, commits) {
+                    (Repaired::Intact(m), Some(after)) => (m, after.len() as u64),
+                    (Repaired::Intact(m), None) => {
+                        let n = journal::rewrite(dir, &m)?;
+                        (m, n)
+                    }
+                    (
+                        Repaired::Truncated {
+                            manifest,
+                            first_bad,
+                        },
+                        after,
+                    ) => {
+                        // The manifest may list the damaged shard: it goes until the run ends.
+                        remove_manifest(dir)?;
+                        // Back to the state right after the commit before the damaged shard's,
+                        // as if the run had been killed there, when that commit holds it alone;
+                        // else the truncated state becomes the journal's single commit.
+                        let c = after
+                            .as_ref()
+                            .and_then(|a| a.iter().position(|&n| n > first_bad).map(|c| (a, c)));
+                        match c {
+                            Some((a, c)) if c > 0 && a[c - 1] == first_bad => {
+                                journal::truncate(dir, c as u64, a.len() as u64)?;
+                                let r = journal::replay(dir)?.ok_or_else(|| {
+                                    Error::Invalid("the journal vanished while repairing".into())
+                                })?;
+                                (r.manifest, c as u64)
+                            }
+                            _ => {
+                                let n = journal::rewrite(dir, &manifest)?;
+                                (manifest, n)
+                            }
+                        }
+                    }
+                }
             }
-            None => Manifest::new(settings, classes),
+            None => start(dir, settings, classes)?,
         };
         let by_path = manifest
             .images
@@ -140,12 +204,16 @@ impl CacheWriter {
             .filter(|(_, e)| e.status != ImageStatus::Stale)
             .map(|(i, e)| (e.key().to_string(), i))
             .collect();
+        let manifest_len = manifest.images.len();
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
             shard_size,
             buffer: ShardBuffer::default(),
             by_path,
+            next_commit,
+            committed_images: manifest_len,
+            pending_stale: Vec::new(),
             _lock: lock,
             warnings,
         })
@@ -169,7 +237,7 @@ impl CacheWriter {
     /// `present` maps [`ImageEntry::key`]s to their current sha256.
     pub fn mark_stale(&mut self, present: &HashMap<String, String>) -> usize {
         let mut n = 0;
-        for e in self.manifest.images.iter_mut() {
+        for (i, e) in self.manifest.images.iter_mut().enumerate() {
             if e.status == ImageStatus::Stale {
                 continue;
             }
@@ -181,6 +249,10 @@ impl CacheWriter {
             e.status = ImageStatus::Stale;
             e.reason = Some(reason.to_string());
             self.by_path.remove(e.key());
+            self.pending_stale.push(StaleMark {
+                image: i,
+                reason: reason.to_string(),
+            });
             n += 1;
         }
         n
@@ -197,8 +269,13 @@ impl CacheWriter {
         // A file is listed once: an older entry for the same file goes stale.
         if let Some(old) = self.by_path.insert(entry.key().to_string(), idx) {
             let e = &mut self.manifest.images[old];
+            let reason = "file changed since it was cached";
             e.status = ImageStatus::Stale;
-            e.reason = Some("file changed since it was cached".to_string());
+            e.reason = Some(reason.to_string());
+            self.pending_stale.push(StaleMark {
+                image: old,
+                reason: reason.to_string(),
+            });
         }
         self.manifest.images.push(entry);
         Ok(idx)
@@ -247,36 +324,82 @@ impl CacheWriter {
         Ok(())
     }
 
-    /// Writes the buffered rows as the next shard (atomically) and records it in the manifest.
+    /// Writes the buffered rows as the next shard (atomically) and records it in the journal.
+    /// Costs the shard's size, not the cache's.
     pub fn commit_shard(&mut self) -> Result<()> {
         let index = self.manifest.shards.len();
         let file = shard_name(index);
         let bytes = encode_shard(&self.buffer, &self.manifest.settings)?;
         let path = self.dir.join(&file);
         write_atomic(&path, &bytes)?;
-        let rows = self.buffer.rows();
-        self.manifest.shards.push(ShardEntry {
+        let entry = ShardEntry {
             file,
-            rows,
+            rows: self.buffer.rows(),
             sha256: hex::encode(Sha256::digest(&bytes)),
-        });
-        self.manifest.rows += rows;
+        };
+        self.commit(Some(entry))?;
         self.buffer = ShardBuffer::default();
-        self.manifest.write(&self.dir)
+        Ok(())
     }
 
-    /// Commits what is buffered and writes the final manifest.
+    /// Writes the next journal commit: the images registered and marked stale since the last
+    /// one, and `shard`; then applies `shard` to the in-memory manifest.
+    fn commit(&mut self, shard: Option<ShardEntry>) -> Result<()> {
+        let c = Commit {
+            commit: self.next_commit,
+            start: None,
+            first_image: self.committed_images,
+            images: self.manifest.images[self.committed_images..].to_vec(),
+            stale: std::mem::take(&mut self.pending_stale),
+            shards: shard.iter().cloned().collect(),
+        };
+        journal::write_commit(&self.dir, &c)?;
+        self.next_commit += 1;
+        self.committed_images = self.manifest.images.len();
+        if let Some(s) = shard {
+            self.manifest.rows += s.rows;
+            self.manifest.shards.push(s);
+        }
+        Ok(())
+    }
+
+    /// Commits what is buffered and writes the final manifest (once, in one pass).
     pub fn finish(mut self) -> Result<Manifest> {
         if self.buffer.rows() > 0 {
             self.commit_shard()?;
-        } else {
-            self.manifest.write(&self.dir)?;
+        } else if self.committed_images < self.manifest.images.len()
+            || !self.pending_stale.is_empty()
+        {
+            self.commit(None)?;
         }
+        self.manifest.write(&self.dir)?;
         Ok(self.manifest.clone())
     }
 }
 
-fn encode_shard(b: &ShardBuffer, s: &CacheSettings) -> Result<Vec<u8>> {
+/// Commit 0 of a new cache: its settings and classes.
+fn start(dir: &Path, settings: CacheSettings, classes: Vec<String>) -> Result<(Manifest, u64)> {
+    let m = Manifest::new(settings, classes);
+    journal::write_commit(
+        dir,
+        &Commit {
+            commit: 0,
+            start: Some(journal::Start {
+                format: crate::manifest::FORMAT.to_string(),
+                format_version: FORMAT_VERSION,
+                settings: m.settings.clone(),
+                classes: m.classes.clone(),
+            }),
+            first_image: 0,
+            images: Vec::new(),
+            stale: Vec::new(),
+            shards: Vec::new(),
+        },
+    )?;
+    Ok((m, 1))
+}
+
+pub(crate) fn encode_shard(b: &ShardBuffer, s: &CacheSettings) -> Result<Vec<u8>> {
     let rows = b.rows();
     let half: Vec<half::f16>;
     let features = match s.dtype {
@@ -327,9 +450,17 @@ fn encode_shard(b: &ShardBuffer, s: &CacheSettings) -> Result<Vec<u8>> {
     serialize(&tensors, &meta)
 }
 
+enum Repaired {
+    Intact(Manifest),
+    Truncated {
+        manifest: Manifest,
+        first_bad: usize,
+    },
+}
+
 /// Drops the first shard that fails verification and everything recorded after it, as if the run
 /// had been killed just before writing it: the next run recomputes exactly that part.
-fn repair(dir: &Path, mut m: Manifest, warnings: &mut Vec<String>) -> Result<Manifest> {
+fn repair(dir: &Path, mut m: Manifest, warnings: &mut Vec<String>) -> Result<Repaired> {
     let cache = FeatureCache::unlocked(dir, m.clone());
     let problems = cache.verify();
     let Some(first_bad) = m
@@ -337,7 +468,7 @@ fn repair(dir: &Path, mut m: Manifest, warnings: &mut Vec<String>) -> Result<Man
         .iter()
         .position(|s| problems.iter().any(|p| p.file == s.file))
     else {
-        return Ok(m);
+        return Ok(Repaired::Intact(m));
     };
     let keep_images = match first_bad {
         0 => 0,
@@ -356,8 +487,30 @@ fn repair(dir: &Path, mut m: Manifest, warnings: &mut Vec<String>) -> Result<Man
     m.shards.truncate(first_bad);
     m.rows = m.shards.iter().map(|s| s.rows).sum();
     m.images.truncate(keep_images);
-    m.write(dir)?;
-    Ok(m)
+    Ok(Repaired::Truncated {
+        manifest: m,
+        first_bad,
+    })
+}
+
+fn remove_manifest(dir: &Path) -> Result<()> {
+    let p = Manifest::path_in(dir);
+    match std::fs::remove_file(&p) {
+        Ok(()) => crate::atomic::sync_dir(dir).map_err(|e| Error::io(dir, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(p, e)),
+    }
+}
+
+/// Removes a cache's manifest first (so that no reader trusts what follows), then its journal
+/// and the shards `m` lists.
+fn discard(dir: &Path, m: Option<&Manifest>) -> Result<()> {
+    remove_manifest(dir)?;
+    journal::remove(dir)?;
+    if let Some(m) = m {
+        remove_cache_files(dir, m)?;
+    }
+    Ok(())
 }
 
 fn remove_cache_files(dir: &Path, m: &Manifest) -> Result<()> {
@@ -372,6 +525,5 @@ fn remove_cache_files(dir: &Path, m: &Manifest) -> Result<()> {
             Err(e) => return Err(Error::io(p, e)),
         }
     }
-    let p = Manifest::path_in(dir);
-    std::fs::remove_file(&p).map_err(|e| Error::io(p, e))
+    Ok(())
 }

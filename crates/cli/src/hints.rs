@@ -45,6 +45,26 @@ fn backbone(e: &headstart_backbone::Error) -> Option<String> {
 fn cache(e: &headstart_cache::Error) -> Option<String> {
     use headstart_cache::Error as E;
     match e {
+        E::ConfigMismatch { path, .. }
+            if path.file_name().is_some_and(|n| n == headstart_cache::partition::PARTITION_FILE) =>
+        {
+            Some(format!(
+                "run every part with the settings the first part recorded in {} (or start over: delete {} with all its parts, or use another --cache directory)",
+                path.display(),
+                path.parent().unwrap_or(Path::new(".")).display()
+            ))
+        }
+        E::ConfigMismatch { path, .. }
+            if path
+                .parent()
+                .and_then(|p| p.file_name())
+                .is_some_and(|n| n == headstart_cache::partition::PARTS_DIR) =>
+        {
+            Some(format!(
+                "rerun that part with the partition's settings (delete {} first), then merge again",
+                path.display()
+            ))
+        }
         E::ConfigMismatch { .. } => Some(
             "use another --cache directory, or pass --force to discard this cache and start over"
                 .into(),

@@ -3,12 +3,13 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use headstart_cache::{FeatureCache, ImageStatus};
+use headstart_cache::partition::{parts_status, Part, PartsStatus};
+use headstart_cache::{FeatureCache, ImageStatus, MergeOptions, Problem};
 use serde_json::json;
 
 use crate::common::{print_json, require_dir};
 
-/// Inspect and verify feature caches (`verify`, `info`).
+/// Inspect, verify and merge feature caches (`verify`, `info`, `merge`).
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Re-hash every shard and check the manifest's structure. Exit code 1 if anything is wrong.
@@ -20,7 +21,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Summarise a cache: backbone, settings, classes, images, rows.
+    /// Summarise a cache: backbone, settings, classes, images, rows (and, for a partitioned
+    /// cache, which parts are finished).
     Info {
         /// The cache directory.
         #[arg(value_name = "CACHE_DIR")]
@@ -29,6 +31,81 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Combine the parts written by `extract --part I/N` into one cache at CACHE_DIR's top
+    /// level, in the order a single run writes (the result equals a single-process run's cache
+    /// byte for byte). Refuses while a part is missing, unfinished or still running, or when
+    /// parts were made with different settings, naming them. Idempotent and crash-safe: rerun
+    /// it after a crash.
+    Merge {
+        /// The partitioned cache directory (the --cache of the parts).
+        #[arg(value_name = "CACHE_DIR")]
+        cache: PathBuf,
+        /// Rows per merged shard (default: the parts' --shard-size).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        shard_size: Option<u32>,
+        /// Delete CACHE_DIR/parts/ once the merged cache is safely written.
+        #[arg(long)]
+        remove_parts: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+fn parts_json(cache: &std::path::Path, s: &PartsStatus) -> serde_json::Value {
+    json!({
+        "parts": s.record.parts,
+        "finished": s.finished,
+        "unfinished": s.unfinished,
+        "missing": s.missing,
+        "merged": headstart_cache::Manifest::path_in(cache).is_file(),
+    })
+}
+
+/// Problems of an unmerged partitioned cache: each finished part's shards, and the parts that
+/// are not finished.
+fn verify_parts(cache: &std::path::Path, s: &PartsStatus) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for &i in &s.finished {
+        let name = Part {
+            index: i,
+            count: s.record.parts,
+        }
+        .dir_name();
+        for mut p in FeatureCache::verify_dir(
+            &Part {
+                index: i,
+                count: s.record.parts,
+            }
+            .dir(cache),
+        ) {
+            p.file = format!("parts/{name}/{}", p.file);
+            out.push(p);
+        }
+    }
+    for (list, what) in [
+        (&s.unfinished, "unfinished (interrupted or still running)"),
+        (&s.missing, "never started"),
+    ] {
+        for &i in list {
+            out.push(Problem {
+                file: format!(
+                    "parts/{}",
+                    Part {
+                        index: i,
+                        count: s.record.parts
+                    }
+                    .dir_name()
+                ),
+                check: "part".into(),
+                message: format!("part {i}/{} is {what}", s.record.parts),
+            });
+        }
+    }
+    out
 }
 
 /// Runs the command.
@@ -36,7 +113,12 @@ pub fn run(c: Command) -> Result<()> {
     match c {
         Command::Verify { cache, json } => {
             require_dir(&cache, "CACHE_DIR")?;
-            let problems = FeatureCache::verify_dir(&cache);
+            let status = parts_status(&cache)?;
+            let merged = headstart_cache::Manifest::path_in(&cache).is_file();
+            let problems = match &status {
+                Some(s) if !merged => verify_parts(&cache, s),
+                _ => FeatureCache::verify_dir(&cache),
+            };
             if json {
                 print_json(
                     &json!({"cache": cache, "ok": problems.is_empty(), "problems": problems}),
@@ -49,6 +131,13 @@ pub fn run(c: Command) -> Result<()> {
                 }
             }
             if problems.is_empty() {
+                if let (Some(s), false, false) = (&status, merged, json) {
+                    eprintln!(
+                        "note: every part is sound but not merged yet: run `headstart cache merge {}` ({} parts)",
+                        cache.display(),
+                        s.record.parts
+                    );
+                }
                 Ok(())
             } else {
                 Err(anyhow::anyhow!(
@@ -60,6 +149,22 @@ pub fn run(c: Command) -> Result<()> {
         }
         Command::Info { cache, json } => {
             require_dir(&cache, "CACHE_DIR")?;
+            let status = parts_status(&cache)?;
+            if let (Some(s), false) = (
+                &status,
+                headstart_cache::Manifest::path_in(&cache).is_file(),
+            ) {
+                // Not merged: say where each part stands, and what to run.
+                let err = s.not_merged(&cache);
+                if json {
+                    print_json(
+                        &json!({"cache": cache, "partitioned": parts_json(&cache, s), "next": err.to_string()}),
+                    )?;
+                } else {
+                    println!("{err}");
+                }
+                return Ok(());
+            }
             let c = FeatureCache::open(&cache)?;
             let m = &c.manifest;
             let count = |s: ImageStatus| m.images.iter().filter(|e| e.status == s).count();
@@ -77,6 +182,8 @@ pub fn run(c: Command) -> Result<()> {
                 "images_stale": count(ImageStatus::Stale),
                 "rows": m.rows,
                 "shards": m.shards.len(),
+                "format_version": m.format_version,
+                "partitioned": status.as_ref().map(|s| parts_json(&cache, s)),
             });
             if json {
                 print_json(&info)
@@ -86,6 +193,53 @@ pub fn run(c: Command) -> Result<()> {
                 }
                 Ok(())
             }
+        }
+        Command::Merge {
+            cache,
+            shard_size,
+            remove_parts,
+            json,
+            quiet,
+        } => {
+            require_dir(&cache, "CACHE_DIR")?;
+            let opts = MergeOptions {
+                shard_size: shard_size.map(|s| s as usize),
+                remove_parts,
+            };
+            let bar = crate::progress::Bar::new("merge", quiet || json);
+            let mut started = false;
+            let report = headstart_cache::merge(&cache, &opts, &mut |_, total| {
+                if !started {
+                    bar.set_len(total);
+                    started = true;
+                }
+                bar.inc(1);
+            });
+            bar.done();
+            let report = report?;
+            if json {
+                print_json(&report)?;
+            } else {
+                println!(
+                    "merged {} parts into {}: {} images ok, {} skipped, {} rows in {} shards, {:.1} MB written, {:.1} s{}",
+                    report.parts,
+                    cache.display(),
+                    report.images_ok,
+                    report.images_skipped,
+                    report.rows,
+                    report.shards,
+                    report.bytes_written as f64 / 1e6,
+                    report.seconds,
+                    if report.removed_parts { ", parts/ removed" } else { "" }
+                );
+            }
+            if !report.empty_classes.is_empty() {
+                return Err(headstart_extract::Error::EmptyClasses {
+                    classes: report.empty_classes,
+                }
+                .into());
+            }
+            Ok(())
         }
     }
 }

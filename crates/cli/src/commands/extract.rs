@@ -29,6 +29,10 @@ enum DType {
 /// The run is resumable: rerun the same command after a crash or after adding images, and only
 /// what is new is computed. Files that cannot be decoded are skipped, listed in the summary and
 /// in the manifest. See docs/cache-format.md for the format.
+///
+/// On a cluster, `--part I/N` (or `--part auto/N` in a Slurm array / Kubernetes Indexed Job)
+/// extracts one of N disjoint parts into CACHE_DIR/parts/; `headstart cache merge CACHE_DIR`
+/// then combines them (docs/scale-out.md).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The image folder (ImageFolder layout).
@@ -60,12 +64,23 @@ pub struct Args {
     /// Largest image accepted, in megapixels (protects against decompression bombs).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_megapixels: u64,
+    /// Extract only part I of N (0 ≤ I < N) of the images, chosen by a stable hash of each
+    /// path relative to DATA_DIR, into CACHE_DIR/parts/IIII-of-NNNN/. `auto/N` reads I from
+    /// SLURM_ARRAY_TASK_ID (submit with --array=0-(N-1)) or JOB_COMPLETION_INDEX (Kubernetes
+    /// Indexed Job). Parts run concurrently on a shared filesystem; then run
+    /// `headstart cache merge CACHE_DIR`.
+    #[arg(long, value_name = "I/N", value_parser = parse_part)]
+    part: Option<headstart_cache::Part>,
     /// Print one JSON object with the summary on stdout.
     #[arg(long)]
     json: bool,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+}
+
+fn parse_part(s: &str) -> std::result::Result<headstart_cache::Part, String> {
+    headstart_cache::Part::parse(s, |v| std::env::var(v).ok())
 }
 
 /// Runs the command.
@@ -91,6 +106,7 @@ pub fn run(a: Args) -> Result<()> {
         limits: headstart_backbone::preprocess::DecodeLimits {
             max_pixels: a.max_megapixels * 1_000_000,
         },
+        part: a.part,
         ..Default::default()
     };
     opts.validate().map_err(|e| match e {
@@ -108,12 +124,16 @@ pub fn run(a: Args) -> Result<()> {
     // Created only now: a usage error or a missing weights file leaves no empty cache behind.
     output_dir(&a.cache, "--cache")?;
     if !a.quiet && !a.json {
+        let target = match a.part {
+            Some(p) => format!("{} (part {p})", p.dir(&a.cache).display()),
+            None => a.cache.display().to_string(),
+        };
         eprintln!(
             "extract: {} images in {} classes, {} → {} ({} + {} views, weights {})",
             dataset.items.len(),
             dataset.classes.len(),
             a.data_dir.display(),
-            a.cache.display(),
+            target,
             arch,
             a.views,
             resolved.source
@@ -147,7 +167,16 @@ pub fn run(a: Args) -> Result<()> {
             if report.images_stale > 0 { format!(", {} stale", report.images_stale) } else { String::new() }
         );
     }
-    if !report.empty_classes.is_empty() {
+    if let Some(p) = a.part {
+        if !a.json && !a.quiet {
+            eprintln!(
+                "part {p}: {} of the {} images; when every part is done: headstart cache merge {}",
+                report.images_in_part,
+                dataset.items.len(),
+                a.cache.display()
+            );
+        }
+    } else if !report.empty_classes.is_empty() {
         return Err(headstart_extract::Error::EmptyClasses {
             classes: report.empty_classes,
         }

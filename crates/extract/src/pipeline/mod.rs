@@ -10,7 +10,8 @@ use headstart_backbone::batch::run_on_rows;
 use headstart_backbone::preprocess::{self, DecodeLimits};
 use headstart_backbone::Backbone;
 use headstart_cache::{
-    AugmentConfig, CacheSettings, CacheWriter, FeatureDType, ImageEntry, ImageStatus, ViewMeta,
+    AugmentConfig, CacheSettings, CacheWriter, FeatureDType, ImageEntry, ImageStatus, Part,
+    ViewMeta,
 };
 use headstart_core::config::AugmentParams;
 use rayon::prelude::*;
@@ -50,8 +51,26 @@ pub fn extract(
         seed: opts.seed,
         dtype: opts.dtype,
     };
+    // A part writes its own folder and sees only its own images.
+    let (target, items): (PathBuf, Vec<&DatasetItem>) = match opts.part {
+        Some(part) => (
+            headstart_cache::partition::open_part(
+                cache_dir,
+                part,
+                &settings,
+                &dataset.classes,
+                opts.shard_size,
+            )?,
+            dataset
+                .items
+                .iter()
+                .filter(|it| part.contains(&it.rel_bytes))
+                .collect(),
+        ),
+        None => (cache_dir.to_path_buf(), dataset.items.iter().collect()),
+    };
     let mut writer = CacheWriter::open(
-        cache_dir,
+        &target,
         settings,
         dataset.classes.clone(),
         opts.shard_size,
@@ -75,15 +94,16 @@ pub fn extract(
         .collect();
     let rows_per_image = opts.views as usize + 1;
     let chunk_images = (2 * opts.batch_size).div_ceil(rows_per_image).max(1);
-    progress.start(dataset.items.len() as u64);
+    progress.start(items.len() as u64);
 
-    let mut present: HashMap<String, String> = HashMap::with_capacity(dataset.items.len());
+    let mut present: HashMap<String, String> = HashMap::with_capacity(items.len());
     let (mut processed, mut reused) = (0usize, 0usize);
     let (tx, rx) = crossbeam_channel::bounded::<Vec<Prepared>>(1);
+    let in_part = items.len();
     let result: Result<()> = std::thread::scope(|scope| {
         let known = &known;
         scope.spawn(move || {
-            for chunk in dataset.items.chunks(chunk_images) {
+            for chunk in items.chunks(chunk_images) {
                 let prepared: Vec<Prepared> = chunk
                     .par_iter()
                     .map(|it| prepare(it, known, backbone, opts))
@@ -164,6 +184,9 @@ pub fn extract(
         .collect();
     Ok(ExtractReport {
         cache: cache_dir.to_path_buf(),
+        part: opts.part,
+        written_to: target,
+        images_in_part: in_part,
         images_ok: per_class.iter().sum(),
         images_skipped: skipped.len(),
         skipped,

@@ -24,6 +24,9 @@ pub struct ExtractOptions {
     pub limits: DecodeLimits,
     /// RandomResizedCrop ranges, flip probability and resize filter of the augmented views.
     pub augment: AugmentParams,
+    /// Extract only this part of an N-way partition, into `CACHE_DIR/parts/IIII-of-NNNN/`
+    /// (see `headstart_cache::partition`); `None` = the whole dataset into `CACHE_DIR`.
+    pub part: Option<Part>,
 }
 
 impl Default for ExtractOptions {
@@ -37,6 +40,7 @@ impl Default for ExtractOptions {
             force: false,
             limits: DecodeLimits::default(),
             augment: AugmentParams::default(),
+            part: None,
         }
     }
 }

@@ -31,6 +31,12 @@ pub struct Skipped {
 pub struct ExtractReport {
     /// The cache directory.
     pub cache: PathBuf,
+    /// The part this run extracted (`{"index", "count"}`), or null for a whole-dataset run.
+    pub part: Option<Part>,
+    /// Where this run wrote: the part's folder for a partitioned run, else `cache`.
+    pub written_to: PathBuf,
+    /// Images of the dataset in this run's part (all of them without a part).
+    pub images_in_part: usize,
     /// Usable images in the cache.
     pub images_ok: usize,
     /// Images that could not be used.
@@ -53,7 +59,7 @@ pub struct ExtractReport {
     pub images_reused: usize,
     /// Cached images marked stale (changed or removed since).
     pub images_stale: usize,
-    /// Classes with no usable image (an error for training).
+    /// Classes with no usable image (an error for training; for a part, checked at merge).
     pub empty_classes: Vec<String>,
     /// Warnings and notes for the user.
     pub notes: Vec<String>,

@@ -1,0 +1,220 @@
+//! Random access to the rows of one shard without reading the whole file: the safetensors
+//! header is parsed once, then rows are read with positioned reads (`pread`). Used where the
+//! cache does not fit in memory: `cache merge` and streaming training. Nothing is memory-mapped,
+//! so the page cache, not the process, holds the data (peak RSS stays flat however big the
+//! cache is).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::ShardProblem;
+use crate::manifest::FeatureDType;
+use crate::{Error, Result};
+
+/// Largest safetensors header accepted (the format's own limit).
+const MAX_HEADER: u64 = 100_000_000;
+
+#[derive(Debug, Clone, Deserialize)]
+struct TensorHeader {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: [u64; 2],
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    /// Absolute file offset of the tensor's first byte.
+    start: u64,
+    /// Bytes per row (first dimension).
+    row_bytes: u64,
+}
+
+/// One shard opened for positioned reads; its structure checked against the expected rows,
+/// width and dtype.
+#[derive(Debug)]
+pub struct ShardFile {
+    path: PathBuf,
+    file: File,
+    rows: usize,
+    dim: usize,
+    dtype: FeatureDType,
+    spans: HashMap<&'static str, Span>,
+}
+
+/// The tensors of a shard: name, dtype, bytes per element and trailing shape.
+const TENSORS: [(&str, &str, u64); 6] = [
+    ("features", "", 0),
+    ("label", "I64", 8),
+    ("image", "I64", 8),
+    ("view", "I64", 8),
+    ("crop_box", "I64", 8),
+    ("flip", "U8", 1),
+];
+
+/// sha256 of a file, read in 1 MiB blocks (bounded memory).
+pub fn file_sha256(path: &Path) -> Result<String> {
+    let mut f = File::open(path).map_err(|e| open_error(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn open_error(path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::Shard {
+            path: path.to_path_buf(),
+            kind: ShardProblem::Missing,
+            reason: "missing".into(),
+        }
+    } else {
+        Error::io(path, e)
+    }
+}
+
+impl ShardFile {
+    /// Opens `path` and checks that it holds `rows` rows of width `dim` in `dtype` with every
+    /// tensor headstart writes. The checksum is not checked here (see [`file_sha256`]).
+    pub fn open(path: &Path, rows: usize, dim: usize, dtype: FeatureDType) -> Result<Self> {
+        let bad = |reason: String| Error::Shard {
+            path: path.to_path_buf(),
+            kind: ShardProblem::Format,
+            reason,
+        };
+        let file = File::open(path).map_err(|e| open_error(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let mut n = [0u8; 8];
+        file.read_exact_at(&mut n, 0)
+            .map_err(|_| bad("not a safetensors file: too short".into()))?;
+        let n = u64::from_le_bytes(n);
+        if n > MAX_HEADER || 8 + n > len {
+            return Err(bad("not a safetensors file: bad header length".into()));
+        }
+        let mut header = vec![0u8; n as usize];
+        file.read_exact_at(&mut header, 8)
+            .map_err(|e| Error::io(path, e))?;
+        let mut map: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        map.remove("__metadata__");
+        let data_start = 8 + n;
+        let (feature_dtype, feature_size) = match dtype {
+            FeatureDType::F32 => ("F32", 4),
+            FeatureDType::F16 => ("F16", 2),
+        };
+        let mut spans = HashMap::new();
+        for (name, want_dtype, size) in TENSORS {
+            let (want_dtype, size, width) = match name {
+                "features" => (feature_dtype, feature_size, dim),
+                "crop_box" => (want_dtype, size, 4),
+                _ => (want_dtype, size, 1),
+            };
+            let t: TensorHeader = map
+                .get(name)
+                .cloned()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .ok_or_else(|| bad(format!("tensor `{name}` missing")))?;
+            let want_shape: Vec<usize> = if matches!(name, "features" | "crop_box") {
+                vec![rows, width]
+            } else {
+                vec![rows]
+            };
+            if t.dtype != want_dtype || t.shape != want_shape {
+                return Err(bad(format!(
+                    "tensor `{name}` is {} {:?}, expected {want_dtype} {want_shape:?}",
+                    t.dtype, t.shape
+                )));
+            }
+            let row_bytes = size * width as u64;
+            let [a, b] = t.data_offsets;
+            if b < a || b - a != row_bytes * rows as u64 || data_start + b > len {
+                return Err(bad(format!("tensor `{name}` has bad data offsets")));
+            }
+            spans.insert(
+                name,
+                Span {
+                    start: data_start + a,
+                    row_bytes,
+                },
+            );
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            rows,
+            dim,
+            dtype,
+            spans,
+        })
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The shard's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Raw little-endian bytes of rows `row..row + count` of tensor `name`, appended to `out`.
+    pub fn read_raw(&self, name: &str, row: usize, count: usize, out: &mut Vec<u8>) -> Result<()> {
+        let span = self
+            .spans
+            .get(name)
+            .ok_or_else(|| Error::Invalid(format!("no tensor `{name}` in a shard")))?;
+        if row + count > self.rows {
+            return Err(Error::Invalid(format!(
+                "{}: rows {row}..{} outside its {} rows",
+                self.path.display(),
+                row + count,
+                self.rows
+            )));
+        }
+        let at = out.len();
+        out.resize(at + (span.row_bytes as usize) * count, 0);
+        self.file
+            .read_exact_at(&mut out[at..], span.start + span.row_bytes * row as u64)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Features of rows `row..row + count`, widened to f32, appended to `out`.
+    pub fn read_features(&self, row: usize, count: usize, out: &mut Vec<f32>) -> Result<()> {
+        let mut raw = Vec::new();
+        self.read_raw("features", row, count, &mut raw)?;
+        match self.dtype {
+            FeatureDType::F32 => out.extend(
+                raw.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            ),
+            FeatureDType::F16 => out.extend(
+                raw.chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+            ),
+        }
+        debug_assert_eq!(out.len() % self.dim, 0);
+        Ok(())
+    }
+
+    /// Rows `row..row + count` of an I64 tensor (`label`, `image`, `view`, `crop_box`).
+    pub fn read_i64(&self, name: &str, row: usize, count: usize) -> Result<Vec<i64>> {
+        let mut raw = Vec::new();
+        self.read_raw(name, row, count, &mut raw)?;
+        Ok(raw
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect())
+    }
+}
