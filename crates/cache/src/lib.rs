@@ -4,6 +4,7 @@
 
 pub mod atomic;
 pub mod error;
+pub mod index;
 pub mod journal;
 pub mod lock;
 pub mod manifest;
@@ -15,6 +16,7 @@ pub mod st;
 pub mod writer;
 
 pub use error::{Error, Result};
+pub use index::{CacheIndex, ImageTable};
 pub use manifest::{
     AugmentConfig, CacheSettings, FeatureDType, ImageEntry, ImageStatus, Manifest, ShardEntry,
     Split,

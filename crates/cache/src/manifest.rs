@@ -186,7 +186,11 @@ pub struct ShardEntry {
 }
 
 /// The whole manifest.
+///
+/// Read without serde's `flatten` (see [`ManifestRepr`]), which would buffer the whole document
+/// as an intermediate tree: a million-image manifest parses in one streaming pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "ManifestRepr<Vec<ImageEntry>>")]
 pub struct Manifest {
     /// Always [`FORMAT`].
     pub format: String,
@@ -203,6 +207,55 @@ pub struct Manifest {
     pub shards: Vec<ShardEntry>,
     /// Total rows over all shards.
     pub rows: usize,
+}
+
+/// The manifest's keys spelled out (settings not flattened), generic over how `images` is held:
+/// whole entries for [`Manifest`], a compact table for [`crate::index::CacheIndex`].
+#[derive(Debug, Deserialize)]
+pub struct ManifestRepr<I> {
+    format: String,
+    format_version: u32,
+    backbone: BackboneConfig,
+    weights_sha256: String,
+    augment: AugmentConfig,
+    seed: u64,
+    dtype: FeatureDType,
+    feature_dim: usize,
+    classes: Vec<String>,
+    images: I,
+    shards: Vec<ShardEntry>,
+    rows: usize,
+}
+
+impl<I> ManifestRepr<I> {
+    /// Splits into the manifest with no images, and the images.
+    pub fn into_parts(self) -> (Manifest, I) {
+        let m = Manifest {
+            format: self.format,
+            format_version: self.format_version,
+            settings: CacheSettings {
+                backbone: self.backbone,
+                weights_sha256: self.weights_sha256,
+                augment: self.augment,
+                seed: self.seed,
+                dtype: self.dtype,
+                feature_dim: self.feature_dim,
+            },
+            classes: self.classes,
+            images: Vec::new(),
+            shards: self.shards,
+            rows: self.rows,
+        };
+        (m, self.images)
+    }
+}
+
+impl From<ManifestRepr<Vec<ImageEntry>>> for Manifest {
+    fn from(r: ManifestRepr<Vec<ImageEntry>>) -> Self {
+        let (mut m, images) = r.into_parts();
+        m.images = images;
+        m
+    }
 }
 
 impl Manifest {

@@ -218,3 +218,90 @@ impl ShardFile {
             .collect())
     }
 }
+
+/// Raises the soft limit on open files to the hard limit (Linux lets a process do this without
+/// privileges) and returns the limit now in force. Streaming readers keep one file per shard.
+pub fn raise_open_file_limit() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `l` is a valid rlimit for the call to fill in and read back.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+                return 1024;
+            }
+            if l.rlim_cur < l.rlim_max {
+                let want = libc::rlimit {
+                    rlim_cur: l.rlim_max,
+                    rlim_max: l.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                    l = want;
+                }
+            }
+        }
+        l.rlim_cur
+    }
+    #[cfg(not(unix))]
+    {
+        512
+    }
+}
+
+/// Shards opened on demand for positioned reads, at most `cap` at a time (the oldest opened is
+/// closed first), so a cache with more shards than the process may open files still streams.
+#[derive(Debug)]
+pub struct ShardPool {
+    specs: Vec<(PathBuf, usize)>,
+    dim: usize,
+    dtype: FeatureDType,
+    open: std::cell::RefCell<PoolState>,
+    cap: usize,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    files: Vec<Option<ShardFile>>,
+    order: std::collections::VecDeque<usize>,
+}
+
+impl ShardPool {
+    /// A pool over `(path, rows)` shards of width `dim` in `dtype`.
+    pub fn new(specs: Vec<(PathBuf, usize)>, dim: usize, dtype: FeatureDType) -> Self {
+        let limit = raise_open_file_limit();
+        let cap = (limit.saturating_sub(128) as usize).clamp(16, 1 << 20);
+        let n = specs.len();
+        Self {
+            specs,
+            dim,
+            dtype,
+            open: std::cell::RefCell::new(PoolState {
+                files: (0..n).map(|_| None).collect(),
+                order: Default::default(),
+            }),
+            cap,
+        }
+    }
+
+    /// Features of row `row` of shard `shard`, appended to `out`.
+    pub fn read_features(&self, shard: usize, row: usize, out: &mut Vec<f32>) -> Result<()> {
+        let mut st = self.open.borrow_mut();
+        if st.files[shard].is_none() {
+            if st.order.len() >= self.cap {
+                if let Some(old) = st.order.pop_front() {
+                    st.files[old] = None;
+                }
+            }
+            let (path, rows) = &self.specs[shard];
+            st.files[shard] = Some(ShardFile::open(path, *rows, self.dim, self.dtype)?);
+            st.order.push_back(shard);
+        }
+        st.files[shard]
+            .as_ref()
+            .expect("opened above")
+            .read_features(row, 1, out)
+    }
+}

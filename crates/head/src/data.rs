@@ -26,6 +26,8 @@ pub struct Rows {
     pub y: Vec<u32>,
     /// Image index per row.
     pub image: Vec<usize>,
+    /// View index per row (0 = eval view).
+    pub view: Vec<u32>,
 }
 
 impl Rows {
@@ -54,8 +56,22 @@ impl Rows {
             out.x.extend_from_slice(rows.row(i));
             out.y.push(rows.label[i] as u32);
             out.image.push(img);
+            out.view.push(rows.view[i] as u32);
         }
         out
+    }
+
+    /// The rows of `images` (all views or only view 0), in order: what [`Rows::select`] gives
+    /// on the cache for a subset of these rows' images.
+    pub fn filter(&self, images: &[usize], views: ViewSelection) -> Self {
+        let set: HashSet<usize> = images.iter().copied().collect();
+        let idx: Vec<usize> = (0..self.len())
+            .filter(|&i| {
+                set.contains(&self.image[i])
+                    && (views == ViewSelection::All || self.view.get(i).copied().unwrap_or(0) == 0)
+            })
+            .collect();
+        self.subset(&idx)
     }
 
     /// The subset of rows at `idx`.
@@ -69,6 +85,9 @@ impl Rows {
                 .extend_from_slice(&self.x[i * self.dim..(i + 1) * self.dim]);
             out.y.push(self.y[i]);
             out.image.push(self.image[i]);
+            if let Some(&v) = self.view.get(i) {
+                out.view.push(v);
+            }
         }
         out
     }

@@ -17,6 +17,7 @@ pub mod linear;
 pub mod metrics;
 pub mod rng;
 pub mod sgd;
+pub mod source;
 pub mod split;
 pub mod train;
 pub mod training;
@@ -28,6 +29,7 @@ pub use lbfgs::{LbfgsParams, LbfgsReport, ValidLbfgsParams};
 pub use linear::LinearHead;
 pub use metrics::Report;
 pub use sgd::{ClassWeight, SgdParams, ValidSgdParams};
+pub use source::{RowSource, DEFAULT_MEMORY_BUDGET};
 pub use training::{
-    train_head, Solver, SplitSummary, TrainConfig, TrainEvent, TrainReport, ValMetrics,
+    train_head, Solver, SplitSummary, TrainConfig, TrainEvent, TrainLimits, TrainReport, ValMetrics,
 };

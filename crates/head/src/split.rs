@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use headstart_cache::{ImageStatus, Manifest, Split as DatasetSplit};
+use headstart_cache::{ImageStatus, ImageTable, Split as DatasetSplit};
 use serde::Serialize;
 
 use crate::rng::Shuffler;
@@ -52,7 +52,12 @@ pub fn stratified(images: &[(usize, usize)], val_fraction: f64, seed: u64) -> Im
 
 /// The split for a cache: the dataset's train/val folders when the manifest recorded them
 /// (and `val_fraction` is not forced), else a stratified seeded split of the usable images.
-pub fn split_cache(manifest: &Manifest, val_fraction: f64, seed: u64) -> Result<ImageSplit> {
+pub fn split_cache(
+    images: &ImageTable,
+    classes: &[String],
+    val_fraction: f64,
+    seed: u64,
+) -> Result<ImageSplit> {
     if !(0.0..1.0).contains(&val_fraction) {
         return Err(Error::InvalidParams {
             param: "val_fraction",
@@ -60,23 +65,21 @@ pub fn split_cache(manifest: &Manifest, val_fraction: f64, seed: u64) -> Result<
         });
     }
     // Images of a test/ folder are never trained or validated on (`eval --split test` scores them).
-    let usable: Vec<(usize, usize)> = manifest
-        .usable_images()
-        .filter(|&i| manifest.images[i].split != Some(DatasetSplit::Test))
-        .map(|i| (i, manifest.images[i].label))
+    let usable: Vec<(usize, usize)> = images
+        .usable()
+        .filter(|&i| images.split[i] != Some(DatasetSplit::Test))
+        .map(|i| (i, images.label[i] as usize))
         .collect();
     if usable.is_empty() {
         return Err(Error::Data("the cache has no usable image".into()));
     }
-    let has_dataset_split = manifest
-        .images
-        .iter()
-        .any(|e| e.split == Some(DatasetSplit::Val) && e.status == ImageStatus::Ok);
+    let has_dataset_split = (0..images.len())
+        .any(|i| images.split[i] == Some(DatasetSplit::Val) && images.status[i] == ImageStatus::Ok);
     if has_dataset_split {
         let side = |s: DatasetSplit| {
             usable
                 .iter()
-                .filter(|(i, _)| manifest.images[*i].split == Some(s))
+                .filter(|(i, _)| images.split[*i] == Some(s))
                 .map(|(i, _)| *i)
                 .collect()
         };
@@ -85,19 +88,22 @@ pub fn split_cache(manifest: &Manifest, val_fraction: f64, seed: u64) -> Result<
             val: side(DatasetSplit::Val),
             kind: "dataset".into(),
         };
-        return check_every_class_trains(manifest, split);
+        return check_every_class_trains(images, classes, split);
     }
-    check_every_class_trains(manifest, stratified(&usable, val_fraction, seed))
+    check_every_class_trains(images, classes, stratified(&usable, val_fraction, seed))
 }
 
 /// A head with a class that has no training image would never predict it: refuse, naming it.
-fn check_every_class_trains(manifest: &Manifest, split: ImageSplit) -> Result<ImageSplit> {
-    let mut counts = vec![0usize; manifest.classes.len()];
+fn check_every_class_trains(
+    images: &ImageTable,
+    classes: &[String],
+    split: ImageSplit,
+) -> Result<ImageSplit> {
+    let mut counts = vec![0usize; classes.len()];
     for &i in &split.train {
-        counts[manifest.images[i].label] += 1;
+        counts[images.label[i] as usize] += 1;
     }
-    let empty: Vec<&str> = manifest
-        .classes
+    let empty: Vec<&str> = classes
         .iter()
         .zip(&counts)
         .filter(|(_, &n)| n == 0)

@@ -7,6 +7,7 @@ use crate::history::EpochRecord;
 use crate::linear::{cross_entropy_with_grad, one_hot, LinearHead};
 use crate::rng::Shuffler;
 use crate::sgd::{ClassWeight, Sgd, ValidSgdParams};
+use crate::source::RowSource;
 use crate::{Error, Result};
 
 /// Rows as a `[N, dim]` tensor.
@@ -57,11 +58,45 @@ pub fn score(head: &LinearHead, rows: &Rows) -> Result<(f64, f64, Vec<usize>)> {
     Ok((loss, correct as f64 / rows.len() as f64, pred))
 }
 
+/// Rows scored per pass when they are read from the shards.
+const SCORE_CHUNK: usize = 8192;
+
+/// Loss, accuracy and predicted classes of `head` on rows from any source: in one pass when
+/// they are in memory (exactly [`score`]), else in chunks of 8192 rows.
+pub fn score_source(head: &LinearHead, rows: &dyn RowSource) -> Result<(f64, f64, Vec<usize>)> {
+    if let Some(r) = rows.in_memory() {
+        return score(head, r);
+    }
+    let n = rows.len();
+    if n == 0 {
+        return Ok((0.0, 0.0, Vec::new()));
+    }
+    let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+    let mut pred_all = Vec::with_capacity(n);
+    let mut buf = Vec::new();
+    let idx: Vec<u32> = (0..n as u32).collect();
+    for chunk in idx.chunks(SCORE_CHUNK) {
+        buf.clear();
+        rows.gather(chunk, &mut buf)?;
+        let x = Tensor::from_slice(&buf, (chunk.len(), rows.dim()), &Device::Cpu)?;
+        let y: Vec<u32> = chunk.iter().map(|&i| rows.labels()[i as usize]).collect();
+        let logits = head.logits(&x)?;
+        let (loss, _) = cross_entropy_with_grad(&logits, &one_hot(&y, head.classes())?, None)?;
+        loss_sum += loss * chunk.len() as f64;
+        for (p, t) in logits.argmax(1)?.to_vec1::<u32>()?.into_iter().zip(&y) {
+            correct += (p == *t) as usize;
+            pred_all.push(p as usize);
+        }
+    }
+    Ok((loss_sum / n as f64, correct as f64 / n as f64, pred_all))
+}
+
 /// Trains a linear head with mini-batch SGD (seeded init and shuffles). `on_epoch` sees every
-/// epoch's record as soon as it is computed.
+/// epoch's record as soon as it is computed. Rows are gathered batch by batch, so `train` may
+/// live on disk; the result does not depend on where the rows are.
 pub fn train_sgd(
-    train: &Rows,
-    val: &Rows,
+    train: &dyn RowSource,
+    val: &dyn RowSource,
     classes: usize,
     p: &ValidSgdParams,
     on_epoch: &mut dyn FnMut(&EpochRecord),
@@ -70,17 +105,14 @@ pub fn train_sgd(
         return Err(Error::Data("no training rows".into()));
     }
     let n = train.len();
-    let x = features_tensor(train)?;
-    let onehot = one_hot(&train.y, classes)?;
-    let row_weights = match p.class_weight {
+    let dim = train.dim();
+    let y = train.labels();
+    let class_weights = match p.class_weight {
         ClassWeight::None => None,
-        ClassWeight::Balanced => {
-            let cw = balanced_class_weights(&train.y, classes);
-            let w: Vec<f32> = train.y.iter().map(|&c| cw[c as usize]).collect();
-            Some(Tensor::from_vec(w, n, &Device::Cpu)?)
-        }
+        ClassWeight::Balanced => Some(balanced_class_weights(y, classes)),
     };
-    let mut head = LinearHead::init(classes, train.dim, p.seed)?;
+    let mut xbuf: Vec<f32> = Vec::with_capacity(p.batch_size.min(n) * dim);
+    let mut head = LinearHead::init(classes, dim, p.seed)?;
     let mut opt = Sgd::new(p, 2);
     // Grown as epochs finish: the epoch count is the user's and may be huge.
     let mut history = Vec::new();
@@ -89,22 +121,23 @@ pub fn train_sgd(
         Shuffler::new(p.seed, 0x5EED_0000 + epoch as u64).shuffle(&mut order);
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         for batch in order.chunks(p.batch_size) {
-            let idx = Tensor::from_slice(batch, batch.len(), &Device::Cpu)?;
-            let xb = x.index_select(&idx, 0)?;
-            let yb = onehot.index_select(&idx, 0)?;
-            let wb = row_weights
+            xbuf.clear();
+            train.gather(batch, &mut xbuf)?;
+            let xb = Tensor::from_slice(&xbuf, (batch.len(), dim), &Device::Cpu)?;
+            let yv: Vec<u32> = batch.iter().map(|&i| y[i as usize]).collect();
+            let yb = one_hot(&yv, classes)?;
+            let wb = class_weights
                 .as_ref()
-                .map(|w| w.index_select(&idx, 0))
+                .map(|cw| {
+                    let w: Vec<f32> = yv.iter().map(|&c| cw[c as usize]).collect();
+                    Tensor::from_vec(w, batch.len(), &Device::Cpu)
+                })
                 .transpose()?;
             let logits = head.logits(&xb)?;
             let (loss, dlogits) = cross_entropy_with_grad(&logits, &yb, wb.as_ref())?;
             loss_sum += loss * batch.len() as f64;
             let pred = logits.argmax(1)?.to_vec1::<u32>()?;
-            correct += pred
-                .iter()
-                .zip(batch)
-                .filter(|(p, &i)| **p == train.y[i as usize])
-                .count();
+            correct += pred.iter().zip(&yv).filter(|(p, &t)| **p == t).count();
             let gw = dlogits.t()?.matmul(&xb)?;
             let gb = dlogits.sum(0)?;
             let LinearHead { weight, bias } = &mut head;
@@ -113,7 +146,7 @@ pub fn train_sgd(
         let (val_loss, val_accuracy) = if val.is_empty() {
             (None, None)
         } else {
-            let (l, a, _) = score(&head, val)?;
+            let (l, a, _) = score_source(&head, val)?;
             (Some(l), Some(a))
         };
         let train_loss = loss_sum / n as f64;

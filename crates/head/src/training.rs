@@ -3,18 +3,19 @@
 //! the model for this). The same config is what `run.json` and the head's metadata record, so
 //! reproducing a head means reading a type, not a JSON blob.
 
-use headstart_cache::FeatureCache;
+use headstart_cache::CacheIndex;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{HeadCheckpoint, HeadMetadata};
-use crate::data::{Rows, ViewSelection};
+use crate::data::ViewSelection;
 use crate::history::EpochRecord;
 use crate::lbfgs::{train_lbfgs, LbfgsParams, LbfgsReport};
 use crate::linear::LinearHead;
 use crate::metrics::Report;
 use crate::sgd::SgdParams;
+use crate::source::{load_rows, Selection, DEFAULT_MEMORY_BUDGET};
 use crate::split::{split_cache, stratified};
-use crate::train::{score, train_sgd};
+use crate::train::{score, score_source, train_sgd};
 use crate::{Error, Result};
 
 /// The optimiser and its settings.
@@ -93,6 +94,22 @@ impl TrainConfig {
     }
 }
 
+/// Resources a training run may use (they never change the result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrainLimits {
+    /// Bytes the selected rows may take in memory; beyond, SGD streams them from the shards
+    /// (same head, bounded memory) and L-BFGS refuses.
+    pub memory_budget: u64,
+}
+
+impl Default for TrainLimits {
+    fn default() -> Self {
+        Self {
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+        }
+    }
+}
+
 /// How the images were split.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SplitSummary {
@@ -140,12 +157,14 @@ pub struct TrainReport {
     pub val_metrics: Option<ValMetrics>,
     /// sha256 of the cache's `manifest.json`, for provenance.
     pub cache_manifest_sha256: String,
+    /// Whether the rows were streamed from the shards (over the memory budget).
+    pub rows_streamed: bool,
 }
 
 impl TrainReport {
     /// The head with its metadata, ready to save.
-    pub fn checkpoint(&self, cache: &FeatureCache) -> HeadCheckpoint {
-        let s = &cache.manifest.settings;
+    pub fn checkpoint(&self, cache: &CacheIndex) -> HeadCheckpoint {
+        let s = cache.settings();
         HeadCheckpoint {
             head: self.head.clone(),
             meta: HeadMetadata {
@@ -171,14 +190,15 @@ pub enum TrainEvent<'a> {
 
 /// Trains a linear head on `cache` (every shard's checksum verified while reading).
 /// `on_event` hears when training starts and each epoch's record as soon as it is computed.
+/// Memory: the selected rows when they fit `limits.memory_budget`, else a batch at a time.
 pub fn train_head(
-    cache: &FeatureCache,
+    cache: &CacheIndex,
     config: &TrainConfig,
+    limits: &TrainLimits,
     on_event: &mut dyn FnMut(TrainEvent<'_>),
 ) -> Result<TrainReport> {
     config.check()?;
-    let m = &cache.manifest;
-    let classes = m.classes.clone();
+    let classes = cache.classes().to_vec();
     if classes.len() < 2 {
         return Err(Error::Data(format!(
             "{}: the cache has only one class ({}); a classifier needs at least two class folders",
@@ -186,15 +206,24 @@ pub fn train_head(
             classes.first().map(String::as_str).unwrap_or("none")
         )));
     }
-    let cache_manifest_sha256 = cache.manifest_sha256()?;
-    let rows = cache.load()?;
-    let split = split_cache(m, config.val_fraction, config.seed)?;
-    let train = Rows::select(&rows, &split.train, config.views);
-    let val = Rows::select(&rows, &split.val, ViewSelection::Eval);
+    let cache_manifest_sha256 = cache.manifest_sha256.clone();
+    let split = split_cache(&cache.images, &classes, config.val_fraction, config.seed)?;
+    let lbfgs = matches!(config.solver, Solver::Lbfgs(_));
+    let loaded = load_rows(
+        cache,
+        &Selection {
+            train: &split.train,
+            val: &split.val,
+            views: config.views,
+        },
+        limits.memory_budget,
+        lbfgs.then_some("L-BFGS"),
+    )?;
+    let (train, val) = (loaded.train, loaded.val);
     if train.is_empty() {
         return Err(Error::Data(format!(
             "no training rows: the cache has {} usable images",
-            m.usable_images().count()
+            cache.images.usable().count()
         )));
     }
     let summary = SplitSummary {
@@ -207,7 +236,7 @@ pub fn train_head(
     let (head, history, lbfgs) = match &config.solver {
         Solver::Sgd(p) => {
             let p = p.clone().check()?;
-            let (head, history) = train_sgd(&train, &val, classes.len(), &p, &mut |r| {
+            let (head, history) = train_sgd(&*train, &*val, classes.len(), &p, &mut |r| {
                 on_event(TrainEvent::Epoch(r))
             })?;
             (head, history, None)
@@ -218,21 +247,25 @@ pub fn train_head(
             let pairs: Vec<(usize, usize)> = split
                 .train
                 .iter()
-                .map(|&i| (i, m.images[i].label))
+                .map(|&i| (i, cache.images.label[i] as usize))
                 .collect();
             let inner = stratified(
                 &pairs,
                 config.sweep_val_fraction,
                 config.seed ^ SWEEP_SPLIT_STREAM,
             );
-            let sweep_train = Rows::select(&rows, &inner.train, config.views);
-            let sweep_val = Rows::select(&rows, &inner.val, ViewSelection::Eval);
-            let (head, rep) = train_lbfgs(&train, &sweep_train, &sweep_val, classes.len(), &p)?;
-            let (train_loss, train_accuracy, _) = score(&head, &train)?;
+            // In memory: `load_rows` refused otherwise.
+            let (Some(train), Some(val)) = (train.in_memory(), val.in_memory()) else {
+                return Err(Error::Data("L-BFGS needs the rows in memory".into()));
+            };
+            let sweep_train = train.filter(&inner.train, config.views);
+            let sweep_val = train.filter(&inner.val, ViewSelection::Eval);
+            let (head, rep) = train_lbfgs(train, &sweep_train, &sweep_val, classes.len(), &p)?;
+            let (train_loss, train_accuracy, _) = score(&head, train)?;
             let (val_loss, val_accuracy) = if val.is_empty() {
                 (None, None)
             } else {
-                let (l, a, _) = score(&head, &val)?;
+                let (l, a, _) = score(&head, val)?;
                 (Some(l), Some(a))
             };
             let rec = EpochRecord {
@@ -246,8 +279,8 @@ pub fn train_head(
             (head, vec![rec], Some(rep))
         }
     };
-    let (_, _, pred) = score(&head, &val)?;
-    let truth: Vec<usize> = val.y.iter().map(|&y| y as usize).collect();
+    let (_, _, pred) = score_source(&head, &*val)?;
+    let truth: Vec<usize> = val.labels().iter().map(|&y| y as usize).collect();
     let report = Report::new(&classes, &truth, &pred);
     let last = history.last().expect("at least one epoch");
     let val_metrics = if val.is_empty() {
@@ -270,6 +303,7 @@ pub fn train_head(
         report,
         val_metrics,
         cache_manifest_sha256,
+        rows_streamed: loaded.streamed,
     })
 }
 

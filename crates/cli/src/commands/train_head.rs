@@ -6,10 +6,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use headstart_cache::atomic::{publish_dir, write_atomic};
 use headstart_cache::lock::DirLock;
-use headstart_cache::FeatureCache;
+use headstart_cache::CacheIndex;
 use headstart_head::history::to_csv;
 use headstart_head::{
-    train_head, ClassWeight, LbfgsParams, SgdParams, Solver, TrainConfig, TrainEvent, ViewSelection,
+    train_head, ClassWeight, LbfgsParams, SgdParams, Solver, TrainConfig, TrainEvent, TrainLimits,
+    ViewSelection,
 };
 use serde_json::json;
 
@@ -96,6 +97,11 @@ pub struct Args {
     /// Class weighting of the loss (SGD).
     #[arg(long, value_enum, default_value_t = ClassWeightArg::None)]
     class_weight: ClassWeightArg,
+    /// Memory the training rows may take, in MiB. Beyond it, SGD reads rows from the shards
+    /// batch by batch (same head, memory bounded whatever the cache's size; needs the cache on a
+    /// disk or page cache with fast random reads) and L-BFGS refuses.
+    #[arg(long, value_name = "MIB", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=(1u64 << 30)))]
+    memory_budget: u64,
     /// Print a JSON summary on stdout (the per-epoch table goes to stderr).
     #[arg(long)]
     json: bool,
@@ -180,7 +186,7 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(w) = a.ignored_flags() {
         eprintln!("warning: {w}");
     }
-    let cache = FeatureCache::open(&a.cache)?;
+    let cache = CacheIndex::open(&a.cache)?;
     let show_table = !a.json;
     let solver_name = config.solver.name();
     let classes = cache.manifest.classes.len();
@@ -211,7 +217,10 @@ pub fn run(a: Args) -> Result<()> {
         }
         TrainEvent::Epoch(_) => {}
     };
-    let trained = train_head(&cache, &config, &mut on_event)
+    let limits = TrainLimits {
+        memory_budget: a.memory_budget << 20,
+    };
+    let trained = train_head(&cache, &config, &limits, &mut on_event)
         .context("training the head (every shard's checksum is verified while reading)")?;
     if let (Some(rep), true) = (&trained.lbfgs, show_table) {
         for (l2, acc, loss) in &rep.sweep {
@@ -249,6 +258,7 @@ pub fn run(a: Args) -> Result<()> {
         "config": trained.config,
         "split": trained.split,
         "lbfgs": trained.lbfgs,
+        "rows_streamed": trained.rows_streamed,
         "seconds": seconds,
     });
     let title = format!(

@@ -1,0 +1,276 @@
+//! Where training rows come from: memory when the selected rows fit the memory budget (the
+//! fastest, and what L-BFGS needs), else the shards themselves, read row by row with positioned
+//! reads so that the process holds only a batch (the page cache holds the rest). Both give the
+//! same rows in the same order, so SGD trains the same head either way.
+
+use std::collections::HashSet;
+
+use std::rc::Rc;
+
+use headstart_cache::shard_file::{file_sha256, ShardFile, ShardPool};
+use headstart_cache::{CacheIndex, ImageTable};
+
+use crate::data::{Rows, ViewSelection};
+use crate::{Error, Result};
+
+/// Default memory budget for the selected rows: 2 GiB.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 2 << 30;
+
+/// Rows that a training loop can read by index.
+pub trait RowSource {
+    /// Number of rows.
+    fn len(&self) -> usize;
+    /// True without rows.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Feature width.
+    fn dim(&self) -> usize;
+    /// Class of every row.
+    fn labels(&self) -> &[u32];
+    /// Appends the features of rows `idx` (in that order) to `out`.
+    fn gather(&self, idx: &[u32], out: &mut Vec<f32>) -> Result<()>;
+    /// The rows, when they are all in memory.
+    fn in_memory(&self) -> Option<&Rows>;
+}
+
+impl RowSource for Rows {
+    fn len(&self) -> usize {
+        self.y.len()
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn labels(&self) -> &[u32] {
+        &self.y
+    }
+    fn gather(&self, idx: &[u32], out: &mut Vec<f32>) -> Result<()> {
+        out.reserve(idx.len() * self.dim);
+        for &i in idx {
+            let i = i as usize;
+            out.extend_from_slice(&self.x[i * self.dim..(i + 1) * self.dim]);
+        }
+        Ok(())
+    }
+    fn in_memory(&self) -> Option<&Rows> {
+        Some(self)
+    }
+}
+
+/// Rows left in the shards: per row only its position (4 bytes) and class (4 bytes).
+#[derive(Debug)]
+pub struct DiskRows {
+    dim: usize,
+    shards: Rc<ShardPool>,
+    /// First global row of each shard, plus the total at the end.
+    starts: Vec<u64>,
+    /// Global row index of each selected row.
+    rows: Vec<u32>,
+    y: Vec<u32>,
+}
+
+impl RowSource for DiskRows {
+    fn len(&self) -> usize {
+        self.y.len()
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn labels(&self) -> &[u32] {
+        &self.y
+    }
+    fn gather(&self, idx: &[u32], out: &mut Vec<f32>) -> Result<()> {
+        out.reserve(idx.len() * self.dim);
+        for &i in idx {
+            let g = self.rows[i as usize] as u64;
+            let s = self.starts.partition_point(|&st| st <= g) - 1;
+            self.shards
+                .read_features(s, (g - self.starts[s]) as usize, out)?;
+        }
+        Ok(())
+    }
+    fn in_memory(&self) -> Option<&Rows> {
+        None
+    }
+}
+
+/// The training and validation rows of a split, and the L-BFGS sweep's when asked.
+pub struct SplitRows {
+    /// Training rows (the selected views of the training images).
+    pub train: Box<dyn RowSource>,
+    /// Validation rows (the eval view of the validation images).
+    pub val: Box<dyn RowSource>,
+    /// Whether the rows were left on disk (over the budget).
+    pub streamed: bool,
+    /// Bytes the selected rows take in memory.
+    pub bytes: u64,
+}
+
+/// Which rows to take.
+pub struct Selection<'a> {
+    /// Training images.
+    pub train: &'a [usize],
+    /// Validation images.
+    pub val: &'a [usize],
+    /// Views of the training images.
+    pub views: ViewSelection,
+}
+
+/// Reads the selected rows of `cache`, checking every shard's sha256 and its rows' image and
+/// label indices against the manifest. In memory when they take at most `budget` bytes, else
+/// left on disk (`require_memory` turns that case into an error naming the budget).
+pub fn load_rows(
+    cache: &CacheIndex,
+    sel: &Selection<'_>,
+    budget: u64,
+    require_memory: Option<&str>,
+) -> Result<SplitRows> {
+    let dim = cache.settings().feature_dim;
+    let rows_per_image = match sel.views {
+        ViewSelection::All => cache.settings().augment.views as u64 + 1,
+        ViewSelection::Eval => 1,
+    };
+    let n_rows = sel.train.len() as u64 * rows_per_image + sel.val.len() as u64;
+    let bytes = n_rows * dim as u64 * 4;
+    let in_memory = bytes <= budget;
+    if !in_memory {
+        if let Some(what) = require_memory {
+            return Err(Error::Data(format!(
+                "{what} needs every training row in memory: {:.0} MiB, over the memory budget of {:.0} MiB; raise the budget (--memory-budget) or train with SGD, which streams rows from the shards",
+                bytes as f64 / (1u64 << 20) as f64,
+                budget as f64 / (1u64 << 20) as f64
+            )));
+        }
+    }
+    let in_train: HashSet<usize> = sel.train.iter().copied().collect();
+    let in_val: HashSet<usize> = sel.val.iter().copied().collect();
+    let mut train = Rows {
+        dim,
+        ..Default::default()
+    };
+    let mut val = Rows {
+        dim,
+        ..Default::default()
+    };
+    let (mut train_at, mut val_at) = (Vec::new(), Vec::new());
+    let mut starts = vec![0u64];
+    let mut features = Vec::new();
+    for entry in cache.shards() {
+        let path = cache.dir.join(&entry.file);
+        let sha = file_sha256(&path)?;
+        if sha != entry.sha256 {
+            return Err(headstart_cache::Error::Shard {
+                path,
+                kind: headstart_cache::error::ShardProblem::Checksum,
+                reason: format!(
+                    "checksum mismatch: sha256 is {sha}, manifest says {}",
+                    entry.sha256
+                ),
+            }
+            .into());
+        }
+        let f = ShardFile::open(&path, entry.rows, dim, cache.settings().dtype)?;
+        let image = f.read_i64("image", 0, entry.rows)?;
+        let view = f.read_i64("view", 0, entry.rows)?;
+        let label = f.read_i64("label", 0, entry.rows)?;
+        check_indices(&path, &image, &label, &cache.images)?;
+        features.clear();
+        if in_memory {
+            f.read_features(0, entry.rows, &mut features)?;
+        }
+        let first = *starts.last().expect("starts with 0");
+        for r in 0..entry.rows {
+            let img = image[r] as usize;
+            if cache.images.status[img] != headstart_cache::ImageStatus::Ok {
+                continue;
+            }
+            let y = label[r] as u32;
+            let targets = [
+                (
+                    in_train.contains(&img) && (sel.views == ViewSelection::All || view[r] == 0),
+                    &mut train,
+                    &mut train_at,
+                ),
+                (in_val.contains(&img) && view[r] == 0, &mut val, &mut val_at),
+            ];
+            for (take, rows, at) in targets {
+                if !take {
+                    continue;
+                }
+                rows.y.push(y);
+                if in_memory {
+                    rows.x.extend_from_slice(&features[r * dim..(r + 1) * dim]);
+                    rows.image.push(img);
+                    rows.view.push(view[r] as u32);
+                } else {
+                    let g = first + r as u64;
+                    at.push(u32::try_from(g).map_err(|_| {
+                        Error::Data("more than 4 billion rows in one cache".into())
+                    })?);
+                }
+            }
+        }
+        starts.push(first + entry.rows as u64);
+    }
+    if in_memory {
+        return Ok(SplitRows {
+            train: Box::new(train),
+            val: Box::new(val),
+            streamed: false,
+            bytes,
+        });
+    }
+    let shards = Rc::new(ShardPool::new(
+        cache
+            .shards()
+            .iter()
+            .map(|e| (cache.dir.join(&e.file), e.rows))
+            .collect(),
+        dim,
+        cache.settings().dtype,
+    ));
+    Ok(SplitRows {
+        train: Box::new(DiskRows {
+            dim,
+            shards: shards.clone(),
+            starts: starts.clone(),
+            rows: train_at,
+            y: train.y,
+        }),
+        val: Box::new(DiskRows {
+            dim,
+            shards,
+            starts,
+            rows: val_at,
+            y: val.y,
+        }),
+        streamed: true,
+        bytes,
+    })
+}
+
+fn check_indices(
+    path: &std::path::Path,
+    image: &[i64],
+    label: &[i64],
+    images: &ImageTable,
+) -> Result<()> {
+    for (r, (&img, &lab)) in image.iter().zip(label).enumerate() {
+        let ok = img >= 0
+            && (img as usize) < images.len()
+            && lab >= 0
+            && images.label[img as usize] as i64 == lab;
+        if !ok {
+            return Err(headstart_cache::Error::Shard {
+                path: path.to_path_buf(),
+                kind: headstart_cache::error::ShardProblem::Index,
+                reason: format!(
+                    "row {r}: image {img} / label {lab} disagree with the manifest's {} images",
+                    images.len()
+                ),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
