@@ -41,10 +41,14 @@ eval *settings: build
 demo *settings: build
     scripts/flow.sh demo {{settings}}
 
-# Benchmarks → docs/benchmarks.md (quiet machine, ~15 min). Positional: DATA LITE0_WEIGHTS RESNET18_WEIGHTS.
+# Benchmarks → docs/benchmarks.md and docs/benchmarks-scale.md (quiet machine, ~20 min). Positional: DATA LITE0_WEIGHTS RESNET18_WEIGHTS.
 # REPS=N (default 3) sets the repetitions; PYTHON=/path/to/python with torch runs bench/reference.py in the same run.
 bench *args: build
     scripts/bench.sh {{args}}
+
+# Scale benchmarks only (1M-image writer, train-head memory at 20k vs 2M rows) → docs/benchmarks-scale.md
+bench-scale: build
+    scripts/bench-scale.sh
 
 # PyTorch reference figures for the same work (needs torch + torchvision; skipped otherwise) → docs/benchmarks-reference.md
 bench-reference *args:

@@ -148,3 +148,6 @@ if lite:
 print("\n".join(out))
 PY
 cat docs/benchmarks.md
+
+# 5. Scale: the 1M-image writer and train-head memory at 20k vs 2M rows → docs/benchmarks-scale.md
+scripts/bench-scale.sh

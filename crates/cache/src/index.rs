@@ -127,10 +127,7 @@ impl CacheIndex {
             });
         }
         let path = Manifest::path_in(dir);
-        if !path.is_file() {
-            return Err(FeatureCache::why_no_manifest(dir));
-        }
-        let lock = DirLock::acquire_shared(dir)?;
+        let lock = FeatureCache::lock_for_reading(dir)?;
         let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
         let mut reader = HashingReader {
             inner: std::io::BufReader::with_capacity(1 << 20, file),

@@ -83,16 +83,27 @@ impl FeatureCache {
                 path: dir.to_path_buf(),
             });
         }
-        if !Manifest::path_in(dir).is_file() {
-            return Err(Self::why_no_manifest(dir));
-        }
         // A shared lock: fails at once, naming the writer, while an extract is writing here.
-        let lock = DirLock::acquire_shared(dir)?;
+        let lock = Self::lock_for_reading(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest: Manifest::read(dir)?,
             _lock: Some(std::sync::Arc::new(lock)),
         })
+    }
+
+    /// Takes the reader's shared lock of a cache directory (naming the writer if an extract is
+    /// writing it), or says why the directory cannot be read: no cache, an unfinished one, or a
+    /// partitioned one not merged yet.
+    pub(crate) fn lock_for_reading(dir: &Path) -> Result<DirLock> {
+        let has_manifest = Manifest::path_in(dir).is_file();
+        if has_manifest || crate::journal::has_journal(dir) {
+            let lock = DirLock::acquire_shared(dir)?;
+            if has_manifest || Manifest::path_in(dir).is_file() {
+                return Ok(lock);
+            }
+        }
+        Err(Self::why_no_manifest(dir))
     }
 
     /// Why a directory without `manifest.json` cannot be read: a partitioned cache not merged

@@ -197,6 +197,9 @@ impl CacheWriter {
             }
             None => start(dir, settings, classes)?,
         };
+        // A cache adopted from version 1 is version 2 from this run on.
+        let mut manifest = manifest;
+        manifest.format_version = FORMAT_VERSION;
         let by_path = manifest
             .images
             .iter()

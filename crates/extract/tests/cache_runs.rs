@@ -72,14 +72,19 @@ fn deleting_the_last_shard_then_rerunning_restores_it() {
     let cache = d.path().join("cache");
     run(&data, &cache, &opts());
     let before = snapshot(&cache);
-    // Simulate a kill before the last shard was recorded: drop it from disk and manifest.
-    let mut m = headstart_cache::Manifest::read(&cache).unwrap();
-    let last = m.shards.pop().unwrap();
+    // Simulate a kill before the last shard was recorded: the shard and its journal commit
+    // are gone, and the manifest (written only when a run finishes) was never written.
+    let m = headstart_cache::Manifest::read(&cache).unwrap();
+    let last = m.shards.last().unwrap().clone();
     std::fs::remove_file(cache.join(&last.file)).unwrap();
-    m.rows -= last.rows;
-    let keep = m.images.len() - last.rows / 3;
-    m.images.truncate(keep);
-    m.write(&cache).unwrap();
+    let journal = cache.join("journal");
+    let mut commits: Vec<_> = std::fs::read_dir(&journal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    commits.sort();
+    std::fs::remove_file(commits.last().unwrap()).unwrap();
+    std::fs::remove_file(cache.join("manifest.json")).unwrap();
     let r = run(&data, &cache, &opts());
     assert_eq!(r.images_processed, last.rows / 3);
     assert_eq!(r.images_reused, 8 - last.rows / 3);

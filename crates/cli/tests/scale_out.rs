@@ -1,0 +1,275 @@
+//! Partitioned extraction through the binary: three concurrent processes write one cache, the
+//! merge equals a single-process run row for row (and byte for byte), and bad `--part` use is
+//! refused with a clear message.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use headstart_cache::FeatureCache;
+use headstart_testkit::shared;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_headstart"));
+    c.env("HF_HUB_OFFLINE", "1")
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("JOB_COMPLETION_INDEX");
+    c
+}
+
+fn extract_args(data: &Path, cache: &Path, extra: &[&str]) -> Vec<String> {
+    let w = shared("weights/efficientnet-lite0/efficientnet-lite0-57934424.pth");
+    let mut v: Vec<String> = [
+        "extract",
+        &data.display().to_string(),
+        "--cache",
+        &cache.display().to_string(),
+        "--backbone",
+        "efficientnet-lite0",
+        "--weights",
+        &w.display().to_string(),
+        "--views",
+        "1",
+        "--shard-size",
+        "6",
+        "--batch-size",
+        "6",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn run(args: &[String]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn dataset(root: &Path) {
+    for class in ["daisy", "rose", "tulip"] {
+        let mut photos: Vec<PathBuf> = std::fs::read_dir(shared("data/flowers").join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        photos.sort();
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for p in &photos[..7] {
+            std::os::unix::fs::symlink(p, root.join(class).join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    // A file every run must skip, and name.
+    std::fs::write(root.join("rose/broken.jpg"), b"\xff\xd8\xff\xe0 not really").unwrap();
+}
+
+/// (path, view) → features of every usable row.
+fn rows(cache: &Path) -> HashMap<(String, i64), Vec<f32>> {
+    let c = FeatureCache::open(cache).unwrap();
+    let r = c.load().unwrap();
+    (0..r.len())
+        .map(|i| {
+            let path = c.manifest.images[r.image[i] as usize].path.clone();
+            ((path, r.view[i]), r.row(i).to_vec())
+        })
+        .collect()
+}
+
+fn top_level_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n == "manifest.json" || n.ends_with(".safetensors")
+        })
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn three_concurrent_parts_merge_into_the_single_process_cache() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    dataset(&data);
+    let parted = d.path().join("parted");
+    // Three processes at once into one cache directory.
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            bin()
+                .args(extract_args(&data, &parted, &["--part", &format!("{i}/3")]))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "part {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Before the merge, readers say exactly what to run.
+    let head = d.path().join("head");
+    let out = run(&[
+        "train-head".into(),
+        "--cache".into(),
+        parted.display().to_string(),
+        "--out".into(),
+        head.display().to_string(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("headstart cache merge {}", parted.display())),
+        "{err}"
+    );
+    let out = run(&[
+        "cache".into(),
+        "info".into(),
+        parted.display().to_string(),
+        "--json".into(),
+    ]);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        info["partitioned"]["finished"],
+        serde_json::json!([0, 1, 2])
+    );
+    // Merge, then compare with one process over the whole folder.
+    let out = run(&[
+        "cache".into(),
+        "merge".into(),
+        parted.display().to_string(),
+        "--json".into(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["parts"], 3);
+    assert_eq!(report["images_skipped"], 1);
+    let single = d.path().join("single");
+    let out = run(&extract_args(&data, &single, &[]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (a, b) = (rows(&single), rows(&parted));
+    assert_eq!(a.len(), 21 * 2);
+    assert_eq!(a.len(), b.len());
+    for (key, fa) in &a {
+        assert_eq!(Some(fa), b.get(key), "row {key:?} differs");
+    }
+    // Stronger: the very same files.
+    assert_eq!(top_level_files(&single), top_level_files(&parted));
+    let out = run(&[
+        "train-head".into(),
+        "--cache".into(),
+        parted.display().to_string(),
+        "--out".into(),
+        head.display().to_string(),
+        "--epochs".into(),
+        "2".into(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_part_use_is_refused_clearly() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    dataset(&data);
+    let cache = d.path().join("c");
+    for (spec, says) in [
+        ("3/3", "must be below 3"),
+        ("0/0", "at least 1"),
+        ("2", "expected I/N"),
+        (
+            "auto/3",
+            "neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set",
+        ),
+    ] {
+        let out = run(&extract_args(&data, &cache, &["--part", spec]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--part {spec}: {err}");
+        assert!(err.contains(says), "--part {spec}: {err}");
+    }
+    let out = bin()
+        .args(extract_args(&data, &cache, &["--part", "auto/3"]))
+        .env("SLURM_ARRAY_TASK_ID", "3")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--array=0-2"));
+    assert!(!cache.exists(), "usage errors create nothing");
+
+    // Part 0 through the Slurm variable, then part 1 with other settings.
+    let out = bin()
+        .args(extract_args(&data, &cache, &["--part", "auto/3"]))
+        .env("SLURM_ARRAY_TASK_ID", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cache.join("parts/0000-of-0003/manifest.json").is_file());
+    let out = run(&extract_args(
+        &data,
+        &cache,
+        &["--part", "1/3", "--seed", "7"],
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("seed: cache has 43, this run has 7") && err.contains("partition.json"),
+        "{err}"
+    );
+    // Another N into the same cache.
+    let out = run(&extract_args(&data, &cache, &["--part", "1/2"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("partitioned into 3 parts"), "{err}");
+    // A whole-dataset run into the partitioned cache.
+    let out = run(&extract_args(&data, &cache, &[]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--part I/3"), "{err}");
+    // A merge with parts missing names them and the commands.
+    let out = run(&["cache".into(), "merge".into(), cache.display().to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("never started: part 1, 2") && err.contains("--part I/3` for I in 1, 2"),
+        "{err}"
+    );
+    // Nothing committed was lost on the way.
+    let out = run(&[
+        "cache".into(),
+        "verify".into(),
+        cache.display().to_string(),
+        "--json".into(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = v["problems"].as_array().unwrap();
+    assert!(problems.iter().all(|p| p["check"] == "part"), "{v}");
+    assert_eq!(problems.len(), 2);
+}
