@@ -191,7 +191,7 @@ fn apply(m: &mut Option<Manifest>, c: Commit) -> std::result::Result<(), Manifes
         }
     }
     for s in c.shards {
-        m.rows = m.rows.checked_add(s.rows).unwrap_or(usize::MAX);
+        m.rows = m.rows.saturating_add(s.rows);
         m.shards.push(s);
     }
     check_shards(&m.shards, m.rows)?;

@@ -289,7 +289,7 @@ pub fn merge(
         .filter(|(_, &k)| k == 0)
         .map(|(c, _)| c.clone())
         .collect();
-    drop(parts);
+    // Removed while the parts' locks are still held: no part can start meanwhile.
     let removed_parts = if opts.remove_parts {
         let dir = cache.join(PARTS_DIR);
         std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -297,6 +297,7 @@ pub fn merge(
     } else {
         false
     };
+    drop(parts);
     Ok(MergeReport {
         cache: cache.to_path_buf(),
         parts: n,

@@ -198,7 +198,25 @@ impl PartitionRecord {
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::read(cache)?
                 .ok_or_else(|| Error::io(&path, std::io::Error::other("vanished"))),
-            Err(e) => Err(Error::io(&path, e)),
+            // A file system without hard links: exclusive creation still elects one writer.
+            Err(_) => {
+                use std::io::Write;
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                {
+                    Ok(mut f) => {
+                        f.write_all(&bytes)
+                            .and_then(|()| f.sync_all())
+                            .map_err(|e| Error::io(&path, e))?;
+                        Ok(self.clone())
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::read(cache)?
+                        .ok_or_else(|| Error::io(&path, std::io::Error::other("vanished"))),
+                    Err(e) => Err(Error::io(&path, e)),
+                }
+            }
         }
     }
 }

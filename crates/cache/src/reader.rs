@@ -110,7 +110,13 @@ impl FeatureCache {
     /// yet, an interrupted extract, or no cache at all.
     pub fn why_no_manifest(dir: &Path) -> Error {
         match crate::partition::parts_status(dir) {
-            Ok(Some(status)) => return status.not_merged(dir),
+            // A merge holds the top-level lock while the manifest is away: say so, by pid.
+            Ok(Some(status)) => {
+                return match DirLock::acquire_shared(dir) {
+                    Err(e @ Error::Locked { .. }) => e,
+                    _ => status.not_merged(dir),
+                }
+            }
             Err(e) => return e,
             Ok(None) => {}
         }
