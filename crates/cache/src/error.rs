@@ -73,12 +73,14 @@ pub enum Error {
     },
 
     /// An extract into this cache was interrupted before it finished (journal, no manifest).
-    #[error("{}: unfinished cache ({shards} shard(s) committed, no manifest.json yet): an extract into it was interrupted or is still running; rerun the same `headstart extract … --cache {}` command to finish it", path.display(), path.display())]
+    #[error("{}: unfinished cache ({shards} shard(s) committed, no manifest.json yet): an extract into it was interrupted or is still running; rerun the same `{rerun}` command to finish it", path.display())]
     Unfinished {
         /// The cache directory.
         path: PathBuf,
         /// Shards committed so far.
         shards: usize,
+        /// The command that finishes it (`headstart extract DATA_DIR --cache … [--part I/N]`).
+        rerun: String,
     },
 
     /// A partitioned cache whose parts are not merged yet.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{publish_dir, remove_stale_temps, write_atomic};
+use crate::atomic::{publish_dir, write_atomic};
 use crate::error::ManifestError;
 use crate::manifest::{
     check_format, check_shards, CacheSettings, ImageEntry, ImageStatus, Manifest, ShardEntry,
@@ -102,8 +102,8 @@ pub(crate) struct Replayed {
 
 /// Replays the journal of `cache` into a manifest; `Ok(None)` without a journal.
 pub(crate) fn replay(cache: &Path) -> Result<Option<Replayed>> {
+    // Read-only: readers call this without the lock; only the writer removes temp files.
     let dir = journal_dir(cache);
-    remove_stale_temps(&dir)?;
     let mut numbers: Vec<u64> = match std::fs::read_dir(&dir) {
         Ok(entries) => entries
             .flatten()

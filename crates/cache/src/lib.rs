@@ -25,3 +25,8 @@ pub use merge::{merge, MergeOptions, MergeReport};
 pub use partition::{Part, PartitionRecord, PartsStatus};
 pub use reader::{CachedRows, FeatureCache, Problem};
 pub use writer::{CacheWriter, Lookup, ViewMeta};
+
+/// FNV-1a of `bytes` (unique-enough temp names).
+pub(crate) fn fnv(bytes: &[u8]) -> u64 {
+    headstart_core::rng::fnv1a64(0xcbf2_9ce4_8422_2325, bytes)
+}

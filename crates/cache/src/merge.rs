@@ -20,7 +20,7 @@ use crate::atomic::{remove_stale_temps, write_atomic};
 use crate::lock::DirLock;
 use crate::manifest::{ImageEntry, ImageStatus, Manifest, ShardEntry};
 use crate::partition::{part_finished, parts_status, Part, PARTS_DIR};
-use crate::shard_file::{file_sha256, ShardFile};
+use crate::shard_file::{file_sha256, ShardFile, ShardPool};
 use crate::writer::{encode_shard, shard_name, ShardBuffer};
 use crate::{journal, Error, Result};
 
@@ -70,7 +70,8 @@ struct Rows {
 
 struct PartData {
     manifest: Manifest,
-    shards: Vec<ShardFile>,
+    /// Index of the part's first shard in the merge's shard pool.
+    first_shard: usize,
     /// Per local image: its rows.
     rows: Vec<Option<Rows>>,
     _lock: DirLock,
@@ -91,6 +92,18 @@ pub fn merge(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<MergeReport> {
     let started = Instant::now();
+    // Parts removed by an earlier merge (`remove_parts`): renamed aside first, so a leftover
+    // means that merge got as far as its manifest.
+    let removing = cache.join(REMOVING_PARTS);
+    if removing.exists() {
+        std::fs::remove_dir_all(&removing).map_err(|e| Error::io(&removing, e))?;
+    }
+    if crate::partition::PartitionRecord::path_in(cache).is_file()
+        && !cache.join(PARTS_DIR).exists()
+        && Manifest::path_in(cache).is_file()
+    {
+        return already_merged(cache, started);
+    }
     let status = parts_status(cache)?.ok_or_else(|| Error::Partition {
         path: cache.to_path_buf(),
         problem: "not a partitioned cache (no partition.json): there is nothing to merge; `headstart extract --part I/N` writes partitioned caches".into(),
@@ -126,6 +139,7 @@ pub fn merge(
 
     // Read every part's manifest, check it against the partition, locate its rows.
     let mut parts: Vec<PartData> = Vec::with_capacity(n);
+    let mut specs: Vec<(PathBuf, usize)> = Vec::new();
     for (i, lock) in locks {
         let dir = Part { index: i, count: n }.dir(cache);
         let manifest = part_finished(&dir)?.ok_or_else(|| status.not_merged(cache))?;
@@ -145,7 +159,7 @@ pub fn merge(
                     .collect(),
             });
         }
-        let mut shards = Vec::with_capacity(manifest.shards.len());
+        let first_shard = specs.len();
         let mut rows: Vec<Option<Rows>> = vec![None; manifest.images.len()];
         for (k, s) in manifest.shards.iter().enumerate() {
             let path = dir.join(&s.file);
@@ -191,15 +205,18 @@ pub fn merge(
                     }
                 }
             }
-            shards.push(f);
+            drop(f);
+            specs.push((path, s.rows));
         }
         parts.push(PartData {
             manifest,
-            shards,
+            first_shard,
             rows,
             _lock: lock,
         });
     }
+    // Open on demand, within the process's open-file limit, however many shards there are.
+    let pool = ShardPool::new(specs, dim, settings.dtype);
 
     // The merged order: every live image of every part, sorted by raw relative path.
     let mut order: Vec<(Vec<u8>, u32, u32)> = Vec::new();
@@ -252,14 +269,16 @@ pub fn merge(
             if buffer.rows() > 0 && buffer.rows() + count > shard_size {
                 bytes_written += flush(cache, &mut buffer, &mut merged)?;
             }
-            let f = &part.shards[loc.shard as usize];
             let row = loc.row as usize;
-            f.read_features(row, count, &mut buffer.features)?;
-            buffer.view.extend(f.read_i64("view", row, count)?);
-            buffer.crop.extend(f.read_i64("crop_box", row, count)?);
-            raw.clear();
-            f.read_raw("flip", row, count, &mut raw)?;
-            buffer.flip.extend_from_slice(&raw);
+            pool.with(part.first_shard + loc.shard as usize, |f| {
+                f.read_features(row, count, &mut buffer.features)?;
+                buffer.view.extend(f.read_i64("view", row, count)?);
+                buffer.crop.extend(f.read_i64("crop_box", row, count)?);
+                raw.clear();
+                f.read_raw("flip", row, count, &mut raw)?;
+                buffer.flip.extend_from_slice(&raw);
+                Ok(())
+            })?;
             for _ in 0..count {
                 buffer.label.push(entry.label as i64);
                 buffer.image.push(idx);
@@ -289,15 +308,18 @@ pub fn merge(
         .filter(|(_, &k)| k == 0)
         .map(|(c, _)| c.clone())
         .collect();
-    // Removed while the parts' locks are still held: no part can start meanwhile.
+    // Renamed aside while the parts' locks are still held (no part can start meanwhile), then
+    // deleted: a crash part-way leaves `.parts-removing`, which the next merge finishes off.
+    drop(pool);
     let removed_parts = if opts.remove_parts {
         let dir = cache.join(PARTS_DIR);
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        std::fs::rename(&dir, &removing).map_err(|e| Error::io(&dir, e))?;
+        drop(parts);
+        std::fs::remove_dir_all(&removing).map_err(|e| Error::io(&removing, e))?;
         true
     } else {
         false
     };
-    drop(parts);
     Ok(MergeReport {
         cache: cache.to_path_buf(),
         parts: n,
@@ -309,6 +331,31 @@ pub fn merge(
         bytes_written,
         removed_parts,
         empty_classes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Where `remove_parts` moves `parts/` before deleting it.
+const REMOVING_PARTS: &str = ".parts-removing";
+
+/// The report of a merge whose parts are already merged and removed: nothing to do.
+fn already_merged(cache: &Path, started: Instant) -> Result<MergeReport> {
+    let m = Manifest::read(cache)?;
+    let parts = crate::partition::PartitionRecord::read(cache)?
+        .map(|r| r.parts)
+        .unwrap_or(0);
+    let count = |s: ImageStatus| m.images.iter().filter(|e| e.status == s).count();
+    Ok(MergeReport {
+        cache: cache.to_path_buf(),
+        parts,
+        images_ok: count(ImageStatus::Ok),
+        images_skipped: count(ImageStatus::Skipped),
+        images_stale_dropped: 0,
+        rows: m.rows,
+        shards: m.shards.len(),
+        bytes_written: 0,
+        removed_parts: true,
+        empty_classes: Vec::new(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -114,6 +114,21 @@ impl Part {
         cache.join(PARTS_DIR).join(self.dir_name())
     }
 
+    /// When `dir` is a part's folder of a partitioned cache (`CACHE/parts/IIII-of-NNNN` beside
+    /// `CACHE/partition.json`): the cache and the part.
+    pub fn of_dir(dir: &Path) -> Option<(PathBuf, Self)> {
+        let part = Self::from_dir_name(&dir.file_name()?.to_string_lossy())?;
+        let parts = dir.parent()?;
+        if parts.file_name()? != PARTS_DIR {
+            return None;
+        }
+        let cache = parts.parent()?;
+        cache
+            .join(PARTITION_FILE)
+            .is_file()
+            .then(|| (cache.to_path_buf(), part))
+    }
+
     fn from_dir_name(name: &str) -> Option<Self> {
         let (i, n) = name.split_once("-of-")?;
         let ok = |s: &str| s.len() >= 4 && s.bytes().all(|b| b.is_ascii_digit());
@@ -185,7 +200,18 @@ impl PartitionRecord {
     /// force.
     fn publish_or_read(&self, cache: &Path) -> Result<Self> {
         let path = Self::path_in(cache);
-        let tmp = crate::atomic::temp_path(&path);
+        // Parts on different machines share this folder (and in Kubernetes every pod is pid 1):
+        // the temp name must be unique beyond the pid.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let tmp = cache.join(format!(
+            ".{PARTITION_FILE}.tmp-{}-{:x}",
+            std::process::id(),
+            crate::fnv(format!("{}{nanos}", host.trim()).as_bytes())
+        ));
         let mut bytes = serde_json::to_vec_pretty(self).expect("serialises");
         bytes.push(b'\n');
         crate::atomic::write_atomic(&tmp, &bytes)?;

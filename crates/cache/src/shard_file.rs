@@ -288,6 +288,11 @@ impl ShardPool {
 
     /// Features of row `row` of shard `shard`, appended to `out`.
     pub fn read_features(&self, shard: usize, row: usize, out: &mut Vec<f32>) -> Result<()> {
+        self.with(shard, |f| f.read_features(row, 1, out))
+    }
+
+    /// Runs `f` on shard `shard`, opening it first if needed.
+    pub fn with<T>(&self, shard: usize, f: impl FnOnce(&ShardFile) -> Result<T>) -> Result<T> {
         let mut st = self.open.borrow_mut();
         if st.files[shard].is_none() {
             if st.order.len() >= self.cap {
@@ -299,9 +304,6 @@ impl ShardPool {
             st.files[shard] = Some(ShardFile::open(path, *rows, self.dim, self.dtype)?);
             st.order.push_back(shard);
         }
-        st.files[shard]
-            .as_ref()
-            .expect("opened above")
-            .read_features(row, 1, out)
+        f(st.files[shard].as_ref().expect("opened above"))
     }
 }

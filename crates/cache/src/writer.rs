@@ -111,7 +111,7 @@ impl CacheWriter {
         }
         let (lock, lock_warning) = DirLock::acquire(dir)?;
         let mut warnings: Vec<String> = lock_warning.into_iter().collect();
-        let removed = remove_stale_temps(dir)?;
+        let removed = remove_stale_temps(dir)? + remove_stale_temps(&journal::journal_dir(dir))?;
         if removed > 0 {
             warnings.push(format!(
                 "removed {removed} partial file(s) left by an interrupted run"

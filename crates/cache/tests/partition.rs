@@ -137,8 +137,15 @@ fn parts_merge_into_the_single_run_cache_byte_for_byte() {
     let want = cache_files(single.path());
     assert!(want.len() > 3);
     assert_eq!(cache_files(parted.path()), want);
-    // Idempotent: a second merge writes the same bytes.
+    // Idempotent: a second merge writes the same bytes; after --remove-parts (killed while
+    // deleting), a merge finishes the removal and reports the cache as merged.
     merge_quiet(parted.path()).unwrap();
+    assert_eq!(cache_files(parted.path()), want);
+    let removing = parted.path().join(".parts-removing");
+    std::fs::rename(parted.path().join("parts"), &removing).unwrap();
+    let again = merge_quiet(parted.path()).unwrap();
+    assert!(again.removed_parts && again.rows == r.rows && again.bytes_written == 0);
+    assert!(!removing.exists());
     assert_eq!(cache_files(parted.path()), want);
     // Readers take it like any cache.
     let c = FeatureCache::open(parted.path()).unwrap();

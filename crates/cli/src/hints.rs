@@ -69,26 +69,57 @@ fn cache(e: &headstart_cache::Error) -> Option<String> {
             "use another --cache directory, or pass --force to discard this cache and start over"
                 .into(),
         ),
+        E::Manifest { path, .. }
+            if path.file_name().is_some_and(|n| n == headstart_cache::partition::PARTITION_FILE) =>
+        {
+            Some(format!(
+                "{} records what every part shares; to start the partitioned run over, delete {} (with its parts/) and run the parts again",
+                path.display(),
+                path.parent().unwrap_or(Path::new(".")).display()
+            ))
+        }
         E::Manifest { path, .. } => {
-            // An unreadable manifest: say what `--force` would discard, so the user can choose.
+            // An unreadable manifest or journal commit: say what `--force` would discard, so
+            // the user can choose.
             let dir = path.parent().unwrap_or(Path::new("."));
+            let dir = if dir.file_name().is_some_and(|n| n == headstart_cache::journal::JOURNAL_DIR) {
+                dir.parent().unwrap_or(Path::new("."))
+            } else {
+                dir
+            };
             let shards = std::fs::read_dir(dir).map_or(0, |rd| {
                 rd.flatten()
                     .filter(|f| f.file_name().to_string_lossy().ends_with(".safetensors"))
                     .count()
             });
             Some(format!(
-                "rerun with --force to discard this cache and extract from scratch (it deletes {} and the {shards} shard file(s) beside it), or pass another --cache folder",
-                path.display()
+                "rerun extract with --force to discard this cache and start from scratch (it deletes {}/manifest.json, its journal/ and {shards} shard file(s)), or pass another --cache folder",
+                dir.display()
             ))
         }
         E::NotACache { path } => Some(format!(
             "create one with `headstart extract DATA_DIR --cache {}`",
             path.display()
         )),
-        E::Shard { .. } => Some(
-            "rerun `headstart extract` with the same settings: it rebuilds damaged shards".into(),
-        ),
+        E::Shard { path, .. } => {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            if let Some((cache, part)) = headstart_cache::Part::of_dir(dir) {
+                Some(format!(
+                    "rerun `headstart extract DATA_DIR --cache {} --part {part}` with the same settings: it rebuilds damaged shards; then merge again",
+                    cache.display()
+                ))
+            } else if dir.join(headstart_cache::partition::PARTITION_FILE).is_file() {
+                Some(format!(
+                    "rerun `headstart cache merge {}`: it rewrites the merged shards from the parts (if parts/ was removed, run the parts again first)",
+                    dir.display()
+                ))
+            } else {
+                Some(
+                    "rerun `headstart extract` with the same settings: it rebuilds damaged shards"
+                        .into(),
+                )
+            }
+        }
         _ => None,
     }
 }

@@ -253,6 +253,14 @@ fn bad_part_use_is_refused_clearly() {
     let out = run(&extract_args(&data, &cache, &[]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--part I/3"), "{err}");
+    // A whole-dataset run into one part's folder would put every image into that part.
+    let part0 = cache.join("parts/0000-of-0003");
+    let out = run(&extract_args(&data, &part0, &[]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&format!("--cache {} --part 0/3", cache.display())),
+        "{err}"
+    );
     // A merge with parts missing names them and the commands.
     let out = run(&["cache".into(), "merge".into(), cache.display().to_string()]);
     let err = String::from_utf8_lossy(&out.stderr);

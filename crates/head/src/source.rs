@@ -26,8 +26,8 @@ pub trait RowSource {
     }
     /// Feature width.
     fn dim(&self) -> usize;
-    /// Class of every row.
-    fn labels(&self) -> &[u32];
+    /// Class of row `i`.
+    fn label(&self, i: usize) -> u32;
     /// Appends the features of rows `idx` (in that order) to `out`.
     fn gather(&self, idx: &[u32], out: &mut Vec<f32>) -> Result<()>;
     /// The rows, when they are all in memory.
@@ -41,8 +41,8 @@ impl RowSource for Rows {
     fn dim(&self) -> usize {
         self.dim
     }
-    fn labels(&self) -> &[u32] {
-        &self.y
+    fn label(&self, i: usize) -> u32 {
+        self.y[i]
     }
     fn gather(&self, idx: &[u32], out: &mut Vec<f32>) -> Result<()> {
         out.reserve(idx.len() * self.dim);
@@ -57,7 +57,44 @@ impl RowSource for Rows {
     }
 }
 
-/// Rows left in the shards: per row only its position (4 bytes) and class (4 bytes).
+/// Class indices in the narrowest type that holds them (1 byte per row for up to 256 classes).
+#[derive(Debug)]
+enum Labels {
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+}
+
+impl Labels {
+    fn new(y: Vec<u32>, classes: usize) -> Self {
+        if classes <= 1 << 8 {
+            Labels::U8(y.into_iter().map(|v| v as u8).collect())
+        } else if classes <= 1 << 16 {
+            Labels::U16(y.into_iter().map(|v| v as u16).collect())
+        } else {
+            Labels::U32(y)
+        }
+    }
+
+    fn get(&self, i: usize) -> u32 {
+        match self {
+            Labels::U8(v) => v[i] as u32,
+            Labels::U16(v) => v[i] as u32,
+            Labels::U32(v) => v[i],
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Labels::U8(v) => v.len(),
+            Labels::U16(v) => v.len(),
+            Labels::U32(v) => v.len(),
+        }
+    }
+}
+
+/// Rows left in the shards: per row only its position (4 bytes) and class (1 byte for up to
+/// 256 classes).
 #[derive(Debug)]
 pub struct DiskRows {
     dim: usize,
@@ -66,7 +103,7 @@ pub struct DiskRows {
     starts: Vec<u64>,
     /// Global row index of each selected row.
     rows: Vec<u32>,
-    y: Vec<u32>,
+    y: Labels,
 }
 
 impl RowSource for DiskRows {
@@ -76,8 +113,8 @@ impl RowSource for DiskRows {
     fn dim(&self) -> usize {
         self.dim
     }
-    fn labels(&self) -> &[u32] {
-        &self.y
+    fn label(&self, i: usize) -> u32 {
+        self.y.get(i)
     }
     fn gather(&self, idx: &[u32], out: &mut Vec<f32>) -> Result<()> {
         out.reserve(idx.len() * self.dim);
@@ -235,14 +272,14 @@ pub fn load_rows(
             shards: shards.clone(),
             starts: starts.clone(),
             rows: train_at,
-            y: train.y,
+            y: Labels::new(train.y, cache.classes().len()),
         }),
         val: Box::new(DiskRows {
             dim,
             shards,
             starts,
             rows: val_at,
-            y: val.y,
+            y: Labels::new(val.y, cache.classes().len()),
         }),
         streamed: true,
         bytes,

@@ -21,9 +21,14 @@ pub fn features_tensor(rows: &Rows) -> Result<Tensor> {
 
 /// Per-class weights `n / (classes · count)` for "balanced" weighting (0 for absent classes).
 pub fn balanced_class_weights(y: &[u32], classes: usize) -> Vec<f32> {
+    weights_from_counts(y.len(), classes, y.iter().map(|&c| c as usize))
+}
+
+/// [`balanced_class_weights`] of `n` labels given one by one.
+fn weights_from_counts(n: usize, classes: usize, labels: impl Iterator<Item = usize>) -> Vec<f32> {
     let mut counts = vec![0usize; classes];
-    for &c in y {
-        counts[c as usize] += 1;
+    for c in labels {
+        counts[c] += 1;
     }
     counts
         .iter()
@@ -31,7 +36,7 @@ pub fn balanced_class_weights(y: &[u32], classes: usize) -> Vec<f32> {
             if k == 0 {
                 0.0
             } else {
-                y.len() as f32 / (classes * k) as f32
+                n as f32 / (classes * k) as f32
             }
         })
         .collect()
@@ -79,7 +84,7 @@ pub fn score_source(head: &LinearHead, rows: &dyn RowSource) -> Result<(f64, f64
         buf.clear();
         rows.gather(chunk, &mut buf)?;
         let x = Tensor::from_slice(&buf, (chunk.len(), rows.dim()), &Device::Cpu)?;
-        let y: Vec<u32> = chunk.iter().map(|&i| rows.labels()[i as usize]).collect();
+        let y: Vec<u32> = chunk.iter().map(|&i| rows.label(i as usize)).collect();
         let logits = head.logits(&x)?;
         let (loss, _) = cross_entropy_with_grad(&logits, &one_hot(&y, head.classes())?, None)?;
         loss_sum += loss * chunk.len() as f64;
@@ -106,10 +111,13 @@ pub fn train_sgd(
     }
     let n = train.len();
     let dim = train.dim();
-    let y = train.labels();
     let class_weights = match p.class_weight {
         ClassWeight::None => None,
-        ClassWeight::Balanced => Some(balanced_class_weights(y, classes)),
+        ClassWeight::Balanced => Some(weights_from_counts(
+            n,
+            classes,
+            (0..n).map(|i| train.label(i) as usize),
+        )),
     };
     let mut xbuf: Vec<f32> = Vec::with_capacity(p.batch_size.min(n) * dim);
     let mut head = LinearHead::init(classes, dim, p.seed)?;
@@ -124,7 +132,7 @@ pub fn train_sgd(
             xbuf.clear();
             train.gather(batch, &mut xbuf)?;
             let xb = Tensor::from_slice(&xbuf, (batch.len(), dim), &Device::Cpu)?;
-            let yv: Vec<u32> = batch.iter().map(|&i| y[i as usize]).collect();
+            let yv: Vec<u32> = batch.iter().map(|&i| train.label(i as usize)).collect();
             let yb = one_hot(&yv, classes)?;
             let wb = class_weights
                 .as_ref()

@@ -280,7 +280,7 @@ pub fn train_head(
         }
     };
     let (_, _, pred) = score_source(&head, &*val)?;
-    let truth: Vec<usize> = val.labels().iter().map(|&y| y as usize).collect();
+    let truth: Vec<usize> = (0..val.len()).map(|i| val.label(i) as usize).collect();
     let report = Report::new(&classes, &truth, &pred);
     let last = history.last().expect("at least one epoch");
     let val_metrics = if val.is_empty() {

@@ -51,6 +51,19 @@ pub fn extract(
         seed: opts.seed,
         dtype: opts.dtype,
     };
+    // A part's folder is written by its part only (a whole-dataset run there would put every
+    // image into one part).
+    if let (None, Some((cache, part))) = (opts.part, headstart_cache::Part::of_dir(cache_dir)) {
+        return Err(headstart_cache::Error::Partition {
+            path: cache_dir.to_path_buf(),
+            problem: format!(
+                "is part {part} of the partitioned cache {}: extract into it with `--cache {} --part {part}`",
+                cache.display(),
+                cache.display()
+            ),
+        }
+        .into());
+    }
     // A part writes its own folder and sees only its own images.
     let (target, items): (PathBuf, Vec<&DatasetItem>) = match opts.part {
         Some(part) => (
