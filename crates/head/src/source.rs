@@ -3,8 +3,6 @@
 //! reads so that the process holds only a batch (the page cache holds the rest). Both give the
 //! same rows in the same order, so SGD trains the same head either way.
 
-use std::collections::HashSet;
-
 use std::rc::Rc;
 
 use headstart_cache::shard_file::{file_sha256, ShardFile, ShardPool};
@@ -66,13 +64,21 @@ enum Labels {
 }
 
 impl Labels {
-    fn new(y: Vec<u32>, classes: usize) -> Self {
+    fn with_capacity(classes: usize, n: usize) -> Self {
         if classes <= 1 << 8 {
-            Labels::U8(y.into_iter().map(|v| v as u8).collect())
+            Labels::U8(Vec::with_capacity(n))
         } else if classes <= 1 << 16 {
-            Labels::U16(y.into_iter().map(|v| v as u16).collect())
+            Labels::U16(Vec::with_capacity(n))
         } else {
-            Labels::U32(y)
+            Labels::U32(Vec::with_capacity(n))
+        }
+    }
+
+    fn push(&mut self, y: u32) {
+        match self {
+            Labels::U8(v) => v.push(y as u8),
+            Labels::U16(v) => v.push(y as u16),
+            Labels::U32(v) => v.push(y),
         }
     }
 
@@ -179,17 +185,41 @@ pub fn load_rows(
             )));
         }
     }
-    let in_train: HashSet<usize> = sel.train.iter().copied().collect();
-    let in_val: HashSet<usize> = sel.val.iter().copied().collect();
-    let mut train = Rows {
-        dim,
-        ..Default::default()
+    // Which side each image is on: one byte per image.
+    const TRAIN: u8 = 1;
+    const VAL: u8 = 2;
+    let mut side = vec![0u8; cache.images.len()];
+    for &i in sel.train {
+        side[i] |= TRAIN;
+    }
+    for &i in sel.val {
+        side[i] |= VAL;
+    }
+    // Sized exactly (rows per image are fixed), so nothing grows by doubling.
+    let n_train = (sel.train.len() as u64 * rows_per_image) as usize;
+    let n_val = sel.val.len();
+    let rows_with = |n: usize| {
+        let n = if in_memory { n } else { 0 };
+        Rows {
+            dim,
+            x: Vec::with_capacity(n * dim),
+            y: Vec::with_capacity(n),
+            image: Vec::with_capacity(n),
+            view: Vec::with_capacity(n),
+        }
     };
-    let mut val = Rows {
-        dim,
-        ..Default::default()
-    };
-    let (mut train_at, mut val_at) = (Vec::new(), Vec::new());
+    let mut train = rows_with(n_train);
+    let mut val = rows_with(n_val);
+    let classes = cache.classes().len();
+    let on_disk = |n: usize| if in_memory { 0 } else { n };
+    let (mut train_at, mut val_at) = (
+        Vec::with_capacity(on_disk(n_train)),
+        Vec::with_capacity(on_disk(n_val)),
+    );
+    let (mut train_y, mut val_y) = (
+        Labels::with_capacity(classes, on_disk(n_train)),
+        Labels::with_capacity(classes, on_disk(n_val)),
+    );
     let mut starts = vec![0u64];
     let mut features = Vec::new();
     for entry in cache.shards() {
@@ -224,22 +254,29 @@ pub fn load_rows(
             let y = label[r] as u32;
             let targets = [
                 (
-                    in_train.contains(&img) && (sel.views == ViewSelection::All || view[r] == 0),
+                    side[img] & TRAIN != 0 && (sel.views == ViewSelection::All || view[r] == 0),
                     &mut train,
                     &mut train_at,
+                    &mut train_y,
                 ),
-                (in_val.contains(&img) && view[r] == 0, &mut val, &mut val_at),
+                (
+                    side[img] & VAL != 0 && view[r] == 0,
+                    &mut val,
+                    &mut val_at,
+                    &mut val_y,
+                ),
             ];
-            for (take, rows, at) in targets {
+            for (take, rows, at, ys) in targets {
                 if !take {
                     continue;
                 }
-                rows.y.push(y);
                 if in_memory {
+                    rows.y.push(y);
                     rows.x.extend_from_slice(&features[r * dim..(r + 1) * dim]);
                     rows.image.push(img);
                     rows.view.push(view[r] as u32);
                 } else {
+                    ys.push(y);
                     let g = first + r as u64;
                     at.push(u32::try_from(g).map_err(|_| {
                         Error::Data("more than 4 billion rows in one cache".into())
@@ -272,14 +309,14 @@ pub fn load_rows(
             shards: shards.clone(),
             starts: starts.clone(),
             rows: train_at,
-            y: Labels::new(train.y, cache.classes().len()),
+            y: train_y,
         }),
         val: Box::new(DiskRows {
             dim,
             shards,
             starts,
             rows: val_at,
-            y: Labels::new(val.y, cache.classes().len()),
+            y: val_y,
         }),
         streamed: true,
         bytes,

@@ -64,10 +64,10 @@ pub fn score(head: &LinearHead, rows: &Rows) -> Result<(f64, f64, Vec<usize>)> {
 }
 
 /// Rows scored per pass when they are read from the shards.
-const SCORE_CHUNK: usize = 8192;
+const SCORE_CHUNK: usize = 1024;
 
 /// Loss, accuracy and predicted classes of `head` on rows from any source: in one pass when
-/// they are in memory (exactly [`score`]), else in chunks of 8192 rows.
+/// they are in memory (exactly [`score`]), else in chunks of 1024 rows (a few MB).
 pub fn score_source(head: &LinearHead, rows: &dyn RowSource) -> Result<(f64, f64, Vec<usize>)> {
     if let Some(r) = rows.in_memory() {
         return score(head, r);
