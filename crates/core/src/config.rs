@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// A backbone name that is not in the zoo.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown backbone `{0}`; available: resnet18, resnet34, resnet50, efficientnet-lite0")]
+#[error("unknown backbone `{0}`; available: resnet18, resnet34, resnet50, efficientnet-lite0, dinov2-small, dinov2-base, dinov2-large, clip-vit-b32, clip-vit-b16, clip-vit-l14")]
 pub struct UnknownBackbone(pub String);
 
 /// Resampling filter used by Resize, as in PIL / torchvision.
@@ -110,16 +110,69 @@ pub enum Architecture {
     /// EfficientNet-Lite0 in `efficientnet_pytorch` naming.
     #[serde(rename = "efficientnet-lite0")]
     EfficientNetLite0,
+    /// DINOv2 ViT-S/14 (`facebook/dinov2-small`).
+    #[serde(rename = "dinov2-small")]
+    DinoV2Small,
+    /// DINOv2 ViT-B/14 (`facebook/dinov2-base`).
+    #[serde(rename = "dinov2-base")]
+    DinoV2Base,
+    /// DINOv2 ViT-L/14 (`facebook/dinov2-large`).
+    #[serde(rename = "dinov2-large")]
+    DinoV2Large,
+    /// CLIP ViT-B/32 image tower (`openai/clip-vit-base-patch32`).
+    #[serde(rename = "clip-vit-b32")]
+    ClipVitB32,
+    /// CLIP ViT-B/16 image tower (`openai/clip-vit-base-patch16`).
+    #[serde(rename = "clip-vit-b16")]
+    ClipVitB16,
+    /// CLIP ViT-L/14 image tower (`openai/clip-vit-large-patch14`).
+    #[serde(rename = "clip-vit-l14")]
+    ClipVitL14,
+}
+
+/// The family of a transformer backbone (its sizes come from `config.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransformerFamily {
+    /// DINOv2 (`Dinov2Model`): features = concat(CLS, mean of patch tokens) after the final
+    /// LayerNorm.
+    DinoV2,
+    /// CLIP's vision tower with its projection (`CLIPVisionModelWithProjection`): features =
+    /// `image_embeds`.
+    Clip,
 }
 
 impl Architecture {
     /// Every architecture, default first.
-    pub const ALL: [Architecture; 4] = [
+    pub const ALL: [Architecture; 10] = [
         Architecture::ResNet18,
         Architecture::ResNet34,
         Architecture::ResNet50,
         Architecture::EfficientNetLite0,
+        Architecture::DinoV2Small,
+        Architecture::DinoV2Base,
+        Architecture::DinoV2Large,
+        Architecture::ClipVitB32,
+        Architecture::ClipVitB16,
+        Architecture::ClipVitL14,
     ];
+
+    /// The transformer family, or `None` for the CNNs.
+    pub fn transformer(self) -> Option<TransformerFamily> {
+        match self {
+            Architecture::DinoV2Small | Architecture::DinoV2Base | Architecture::DinoV2Large => {
+                Some(TransformerFamily::DinoV2)
+            }
+            Architecture::ClipVitB32 | Architecture::ClipVitB16 | Architecture::ClipVitL14 => {
+                Some(TransformerFamily::Clip)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the pretrained weights carry an ImageNet classifier (`classify` needs one).
+    pub fn has_imagenet_head(self) -> bool {
+        self.transformer().is_none()
+    }
 
     /// The name used on the command line and in manifests.
     pub fn name(self) -> &'static str {
@@ -128,6 +181,12 @@ impl Architecture {
             Architecture::ResNet34 => "resnet34",
             Architecture::ResNet50 => "resnet50",
             Architecture::EfficientNetLite0 => "efficientnet-lite0",
+            Architecture::DinoV2Small => "dinov2-small",
+            Architecture::DinoV2Base => "dinov2-base",
+            Architecture::DinoV2Large => "dinov2-large",
+            Architecture::ClipVitB32 => "clip-vit-b32",
+            Architecture::ClipVitB16 => "clip-vit-b16",
+            Architecture::ClipVitL14 => "clip-vit-l14",
         }
     }
 
@@ -178,7 +237,49 @@ impl Architecture {
                 hub_file: None,
                 torch_hub_file: Some("efficientnet-lite0-57934424.pth".to_string()),
             },
+            Architecture::DinoV2Small => transformer(self, "facebook/dinov2-small", 2 * 384),
+            Architecture::DinoV2Base => transformer(self, "facebook/dinov2-base", 2 * 768),
+            Architecture::DinoV2Large => transformer(self, "facebook/dinov2-large", 2 * 1024),
+            Architecture::ClipVitB32 => transformer(self, "openai/clip-vit-base-patch32", 512),
+            Architecture::ClipVitB16 => transformer(self, "openai/clip-vit-base-patch16", 512),
+            Architecture::ClipVitL14 => transformer(self, "openai/clip-vit-large-patch14", 768),
         }
+    }
+}
+
+/// CLIP's normalisation (`CLIPImageProcessor`).
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// CLIP's normalisation (`CLIPImageProcessor`).
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
+
+/// The zoo entry of a transformer backbone: its hub repository, its preprocessing (DINOv2:
+/// Resize 256 bicubic + CenterCrop 224, ImageNet mean/std; CLIP: Resize 224 bicubic + CenterCrop
+/// 224, CLIP mean/std) and the feature width of the hub's sizes (a `config.json` beside the
+/// weights may change it).
+fn transformer(a: Architecture, repo: &str, feature_dim: usize) -> BackboneConfig {
+    let clip = a.transformer() == Some(TransformerFamily::Clip);
+    BackboneConfig {
+        name: a.name().to_string(),
+        preprocess: PreprocessConfig {
+            input_size: 224,
+            resize_size: if clip { 224 } else { 256 },
+            interpolation: Interpolation::Bicubic,
+            mean: if clip {
+                CLIP_MEAN
+            } else {
+                [0.485, 0.456, 0.406]
+            },
+            std: if clip {
+                CLIP_STD
+            } else {
+                [0.229, 0.224, 0.225]
+            },
+        },
+        feature_dim,
+        num_classes: 0,
+        hub_repo: Some(repo.to_string()),
+        hub_file: Some("model.safetensors".to_string()),
+        torch_hub_file: None,
     }
 }
 
@@ -231,7 +332,10 @@ mod tests {
             .iter()
             .map(|a| a.config().feature_dim)
             .collect();
-        assert_eq!(dims, vec![512, 512, 2048, 1280]);
+        assert_eq!(
+            dims,
+            vec![512, 512, 2048, 1280, 768, 1536, 2048, 512, 512, 768]
+        );
         let err = Architecture::from_name("vgg16").unwrap_err().to_string();
         assert!(err.contains("vgg16") && err.contains("resnet18"), "{err}");
     }

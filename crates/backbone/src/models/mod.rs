@@ -4,11 +4,12 @@ pub(crate) mod cpu;
 pub mod lite0;
 pub mod ops;
 pub mod resnet;
+pub mod vit;
 
 use candle_core::{Device, Tensor};
 
 use crate::weights::WeightMap;
-use crate::{Architecture, BackboneConfig, Result};
+use crate::{Architecture, BackboneConfig, Error, Result};
 
 /// Which implementation runs the layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,6 +27,7 @@ pub enum Engine {
 enum Net {
     ResNet(resnet::ResNet),
     Lite0(lite0::EfficientNetLite0),
+    Vit(vit::Vit),
 }
 
 /// A frozen, pretrained feature extractor.
@@ -58,7 +60,28 @@ impl Backbone {
         engine: Engine,
     ) -> Result<Self> {
         let name = arch.name();
+        let mut config = arch.config();
         let net = match arch {
+            Architecture::DinoV2Small
+            | Architecture::DinoV2Base
+            | Architecture::DinoV2Large
+            | Architecture::ClipVitB32
+            | Architecture::ClipVitB16
+            | Architecture::ClipVitL14 => {
+                let family = arch.transformer().expect("a transformer");
+                // A config.json beside the weights sizes the model; else the hub model's sizes.
+                let sizes = match &weights.config_json {
+                    Some(json) => vit::VitConfig::from_hf_json(family, json).map_err(|reason| {
+                        Error::BadWeightsFile {
+                            path: weights.source_desc.clone().into(),
+                            reason: format!("config.json beside it: {reason}"),
+                        }
+                    })?,
+                    None => vit::VitConfig::builtin(arch).expect("a transformer"),
+                };
+                config.feature_dim = sizes.feature_dim();
+                Net::Vit(vit::Vit::load(sizes, weights, name, device)?)
+            }
             Architecture::ResNet18 => Net::ResNet(resnet::ResNet::load(
                 resnet::ResNetSpec::R18,
                 weights,
@@ -93,7 +116,7 @@ impl Backbone {
         };
         Ok(Self {
             arch,
-            config: arch.config(),
+            config,
             net,
             device: device.clone(),
         })
@@ -120,6 +143,7 @@ impl Backbone {
         match &self.net {
             Net::ResNet(n) => n.features(&images),
             Net::Lite0(n) => n.features(&images),
+            Net::Vit(n) => n.features(&images),
         }
     }
 
@@ -128,6 +152,7 @@ impl Backbone {
         match &self.net {
             Net::ResNet(n) => n.classify(features),
             Net::Lite0(n) => n.classify(features),
+            Net::Vit(_) => Ok(None),
         }
     }
 

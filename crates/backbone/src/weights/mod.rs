@@ -24,6 +24,9 @@ pub struct WeightMap {
     pub stripped_prefix: String,
     /// Number of tensors in the file, `num_batches_tracked` included.
     pub file_tensors: usize,
+    /// The `config.json` found beside the weights file (a Hugging Face repository's model
+    /// config), which sizes transformer backbones; `None` when there is none.
+    pub config_json: Option<serde_json::Value>,
 }
 
 /// Prefixes stripped automatically when every model tensor carries one of them.
@@ -36,7 +39,19 @@ impl WeightMap {
     /// (`module.`, `backbone.`, `model.`, `encoder.`) when every key carries it.
     pub fn from_file(path: &Path, prefix: Option<&str>) -> Result<Self> {
         let tensors = read_tensors(path)?;
-        Self::from_tensors(tensors, path.display().to_string(), prefix)
+        let mut map = Self::from_tensors(tensors, path.display().to_string(), prefix)?;
+        let config = path.with_file_name("config.json");
+        if config.is_file() {
+            let bytes = std::fs::read(&config).map_err(|e| Error::io(&config, e))?;
+            map.config_json =
+                Some(
+                    serde_json::from_slice(&bytes).map_err(|e| Error::BadWeightsFile {
+                        path: config.clone(),
+                        reason: format!("config.json beside the weights is not JSON: {e}"),
+                    })?,
+                );
+        }
+        Ok(map)
     }
 
     /// Builds a map from already-read tensors.
@@ -82,6 +97,7 @@ impl WeightMap {
             source_desc,
             stripped_prefix,
             file_tensors,
+            config_json: None,
         })
     }
 

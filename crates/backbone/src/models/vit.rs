@@ -1,0 +1,579 @@
+//! Vision transformers with Hugging Face `transformers` weight names: DINOv2 (`Dinov2Model`) and
+//! CLIP's image tower (`CLIPVisionModelWithProjection`), sizes read from the repository's
+//! `config.json`.
+//!
+//! One implementation serves both families because they differ only in a few places: DINOv2 adds
+//! a bias to the patch embedding, LayerScale after attention and MLP, exact GELU, no LayerNorm
+//! before the encoder, and a 37×37 position grid trained at 518 px that is interpolated to the
+//! input's grid; CLIP has a pre-encoder LayerNorm, quick-GELU, a position table that matches its
+//! input size, and a projection of the final-LayerNorm CLS token.
+//!
+//! Why not candle-transformers: its DINOv2 interpolates position embeddings with
+//! nearest-neighbour (transformers: bicubic, `align_corners=False`), hard-codes LayerNorm eps 1e-5
+//! (the checkpoints: 1e-6) and requires a classifier head the hub's backbones do not have; its
+//! CLIP tower is exact, but the dependency compiles every model candle-transformers has for
+//! about 80 lines shared here with DINOv2.
+
+use candle_core::{Device, IndexOp, Tensor, D};
+use serde_json::Value;
+
+use crate::weights::WeightMap;
+use crate::{Error, Result};
+use headstart_core::config::{Architecture, TransformerFamily};
+
+/// Activation of the MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact GELU (erf), `hidden_act: "gelu"`.
+    Gelu,
+    /// `x · sigmoid(1.702 x)`, `hidden_act: "quick_gelu"` (CLIP).
+    QuickGelu,
+}
+
+/// The sizes of a vision transformer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VitConfig {
+    /// DINOv2 or CLIP.
+    pub family: TransformerFamily,
+    /// Token width.
+    pub hidden: usize,
+    /// Encoder layers.
+    pub layers: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// MLP width.
+    pub intermediate: usize,
+    /// Patch side in pixels.
+    pub patch: usize,
+    /// Training resolution (sets the position grid).
+    pub image_size: usize,
+    /// LayerNorm epsilon.
+    pub eps: f64,
+    /// MLP activation.
+    pub act: Activation,
+    /// CLIP's projection width (`image_embeds`).
+    pub projection: usize,
+}
+
+impl VitConfig {
+    /// The hub model's sizes for `arch` (what its `config.json` says).
+    pub fn builtin(arch: Architecture) -> Option<Self> {
+        let dino = |hidden, layers, heads| VitConfig {
+            family: TransformerFamily::DinoV2,
+            hidden,
+            layers,
+            heads,
+            intermediate: 4 * hidden,
+            patch: 14,
+            image_size: 518,
+            eps: 1e-6,
+            act: Activation::Gelu,
+            projection: 0,
+        };
+        let clip = |hidden, layers, heads, patch, projection| VitConfig {
+            family: TransformerFamily::Clip,
+            hidden,
+            layers,
+            heads,
+            intermediate: 4 * hidden,
+            patch,
+            image_size: 224,
+            eps: 1e-5,
+            act: Activation::QuickGelu,
+            projection,
+        };
+        Some(match arch {
+            Architecture::DinoV2Small => dino(384, 12, 6),
+            Architecture::DinoV2Base => dino(768, 12, 12),
+            Architecture::DinoV2Large => dino(1024, 24, 16),
+            Architecture::ClipVitB32 => clip(768, 12, 12, 32, 512),
+            Architecture::ClipVitB16 => clip(768, 12, 12, 16, 512),
+            Architecture::ClipVitL14 => clip(1024, 24, 16, 14, 768),
+            _ => return None,
+        })
+    }
+
+    /// Sizes from a Hugging Face `config.json`: a `Dinov2Model` config, a full `CLIPModel`
+    /// config (its `vision_config` and `projection_dim`) or a `CLIPVisionConfig`.
+    pub fn from_hf_json(
+        family: TransformerFamily,
+        json: &Value,
+    ) -> std::result::Result<Self, String> {
+        let (v, top) = match (family, json.get("vision_config")) {
+            (TransformerFamily::Clip, Some(v)) => (v, json),
+            _ => (json, json),
+        };
+        let int = |k: &str| -> std::result::Result<usize, String> {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .map(|x| x as usize)
+                .ok_or_else(|| format!("`{k}` missing or not a whole number"))
+        };
+        let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or("");
+        let act = match v
+            .get("hidden_act")
+            .and_then(Value::as_str)
+            .unwrap_or(match family {
+                TransformerFamily::DinoV2 => "gelu",
+                TransformerFamily::Clip => "quick_gelu",
+            }) {
+            "gelu" => Activation::Gelu,
+            "quick_gelu" => Activation::QuickGelu,
+            other => {
+                return Err(format!(
+                    "hidden_act `{other}` is not supported (gelu, quick_gelu)"
+                ))
+            }
+        };
+        let hidden = int("hidden_size")?;
+        let heads = int("num_attention_heads")?;
+        let c = match family {
+            TransformerFamily::DinoV2 => {
+                if !model_type.is_empty() && model_type != "dinov2" {
+                    return Err(format!("model_type is `{model_type}`, expected `dinov2`"));
+                }
+                if v.get("use_swiglu_ffn").and_then(Value::as_bool) == Some(true) {
+                    return Err("use_swiglu_ffn (DINOv2 giant) is not supported".into());
+                }
+                let ratio = v.get("mlp_ratio").and_then(Value::as_f64).unwrap_or(4.0);
+                VitConfig {
+                    family,
+                    hidden,
+                    layers: int("num_hidden_layers")?,
+                    heads,
+                    intermediate: (hidden as f64 * ratio) as usize,
+                    patch: int("patch_size")?,
+                    image_size: int("image_size")?,
+                    eps: v
+                        .get("layer_norm_eps")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(1e-6),
+                    act,
+                    projection: 0,
+                }
+            }
+            TransformerFamily::Clip => {
+                if !model_type.is_empty() && !model_type.starts_with("clip") {
+                    return Err(format!("model_type is `{model_type}`, expected `clip`"));
+                }
+                let projection = v
+                    .get("projection_dim")
+                    .or_else(|| top.get("projection_dim"))
+                    .and_then(Value::as_u64)
+                    .ok_or("`projection_dim` missing")? as usize;
+                VitConfig {
+                    family,
+                    hidden,
+                    layers: int("num_hidden_layers")?,
+                    heads,
+                    intermediate: int("intermediate_size")?,
+                    patch: int("patch_size")?,
+                    image_size: int("image_size")?,
+                    eps: v
+                        .get("layer_norm_eps")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(1e-5),
+                    act,
+                    projection,
+                }
+            }
+        };
+        if c.hidden == 0 || c.heads == 0 || c.hidden % c.heads != 0 || c.patch == 0 || c.layers == 0
+        {
+            return Err(format!(
+                "inconsistent sizes: hidden {} with {} heads, patch {}, {} layers",
+                c.hidden, c.heads, c.patch, c.layers
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Width of the features: 2 × hidden for DINOv2 (CLS ‖ mean of patches), the projection for
+    /// CLIP.
+    pub fn feature_dim(&self) -> usize {
+        match self.family {
+            TransformerFamily::DinoV2 => 2 * self.hidden,
+            TransformerFamily::Clip => self.projection,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Linear {
+    /// `[in, out]` (transposed once at load).
+    wt: Tensor,
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, t, d) = x.dims3()?;
+        let y = x.reshape((n * t, d))?.matmul(&self.wt)?;
+        let y = match &self.b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        Ok(y.reshape((n, t, ()))?)
+    }
+}
+
+#[derive(Debug)]
+struct LayerNorm {
+    w: Tensor,
+    b: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let y = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(y.broadcast_mul(&self.w)?.broadcast_add(&self.b)?)
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    norm1: LayerNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    scale1: Option<Tensor>,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    scale2: Option<Tensor>,
+}
+
+/// A DINOv2 or CLIP image tower.
+#[derive(Debug)]
+pub struct Vit {
+    cfg: VitConfig,
+    patch_w: Tensor,
+    patch_b: Option<Tensor>,
+    cls: Tensor,
+    /// `[1 + grid², hidden]`.
+    pos: Tensor,
+    pre_norm: Option<LayerNorm>,
+    blocks: Vec<Block>,
+    final_norm: LayerNorm,
+    /// CLIP: `[hidden, projection]`.
+    proj: Option<Tensor>,
+}
+
+struct Loader<'a> {
+    w: &'a WeightMap,
+    name: &'a str,
+    dev: &'a Device,
+}
+
+impl Loader<'_> {
+    fn get(&self, key: &str, shape: &[usize]) -> Result<Tensor> {
+        self.w.get(key, shape, self.name, self.dev)
+    }
+    fn linear(&self, key: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+        Ok(Linear {
+            wt: self
+                .get(&format!("{key}.weight"), &[out, inp])?
+                .t()?
+                .contiguous()?,
+            b: if bias {
+                Some(self.get(&format!("{key}.bias"), &[out])?)
+            } else {
+                None
+            },
+        })
+    }
+    fn norm(&self, key: &str, d: usize, eps: f64) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            w: self.get(&format!("{key}.weight"), &[d])?,
+            b: self.get(&format!("{key}.bias"), &[d])?,
+            eps,
+        })
+    }
+}
+
+impl Vit {
+    /// Builds the tower from hub-named weights (`embeddings.*`, `encoder.layer.N.*`,
+    /// `layernorm.*` for DINOv2; `vision_model.*` and `visual_projection.weight` for CLIP; any
+    /// other tensor, a CLIP text tower say, is ignored).
+    pub fn load(cfg: VitConfig, weights: &WeightMap, name: &str, device: &Device) -> Result<Self> {
+        let l = Loader {
+            w: weights,
+            name,
+            dev: device,
+        };
+        let (h, p, i) = (cfg.hidden, cfg.patch, cfg.intermediate);
+        let grid = cfg.image_size / cfg.patch;
+        let eps = cfg.eps;
+        Ok(match cfg.family {
+            TransformerFamily::DinoV2 => {
+                let blocks = (0..cfg.layers)
+                    .map(|k| {
+                        let pre = format!("encoder.layer.{k}");
+                        Ok(Block {
+                            norm1: l.norm(&format!("{pre}.norm1"), h, eps)?,
+                            q: l.linear(&format!("{pre}.attention.attention.query"), h, h, true)?,
+                            k: l.linear(&format!("{pre}.attention.attention.key"), h, h, true)?,
+                            v: l.linear(&format!("{pre}.attention.attention.value"), h, h, true)?,
+                            out: l.linear(&format!("{pre}.attention.output.dense"), h, h, true)?,
+                            scale1: Some(l.get(&format!("{pre}.layer_scale1.lambda1"), &[h])?),
+                            norm2: l.norm(&format!("{pre}.norm2"), h, eps)?,
+                            fc1: l.linear(&format!("{pre}.mlp.fc1"), i, h, true)?,
+                            fc2: l.linear(&format!("{pre}.mlp.fc2"), h, i, true)?,
+                            scale2: Some(l.get(&format!("{pre}.layer_scale2.lambda1"), &[h])?),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Vit {
+                    patch_w: l.get(
+                        "embeddings.patch_embeddings.projection.weight",
+                        &[h, 3, p, p],
+                    )?,
+                    patch_b: Some(l.get("embeddings.patch_embeddings.projection.bias", &[h])?),
+                    cls: l.get("embeddings.cls_token", &[1, 1, h])?.reshape(h)?,
+                    pos: l
+                        .get("embeddings.position_embeddings", &[1, 1 + grid * grid, h])?
+                        .reshape((1 + grid * grid, h))?,
+                    pre_norm: None,
+                    blocks,
+                    final_norm: l.norm("layernorm", h, eps)?,
+                    proj: None,
+                    cfg,
+                }
+            }
+            TransformerFamily::Clip => {
+                let blocks = (0..cfg.layers)
+                    .map(|k| {
+                        let pre = format!("vision_model.encoder.layers.{k}");
+                        Ok(Block {
+                            norm1: l.norm(&format!("{pre}.layer_norm1"), h, eps)?,
+                            q: l.linear(&format!("{pre}.self_attn.q_proj"), h, h, true)?,
+                            k: l.linear(&format!("{pre}.self_attn.k_proj"), h, h, true)?,
+                            v: l.linear(&format!("{pre}.self_attn.v_proj"), h, h, true)?,
+                            out: l.linear(&format!("{pre}.self_attn.out_proj"), h, h, true)?,
+                            scale1: None,
+                            norm2: l.norm(&format!("{pre}.layer_norm2"), h, eps)?,
+                            fc1: l.linear(&format!("{pre}.mlp.fc1"), i, h, true)?,
+                            fc2: l.linear(&format!("{pre}.mlp.fc2"), h, i, true)?,
+                            scale2: None,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Vit {
+                    patch_w: l.get(
+                        "vision_model.embeddings.patch_embedding.weight",
+                        &[h, 3, p, p],
+                    )?,
+                    patch_b: None,
+                    cls: l.get("vision_model.embeddings.class_embedding", &[h])?,
+                    pos: l.get(
+                        "vision_model.embeddings.position_embedding.weight",
+                        &[1 + grid * grid, h],
+                    )?,
+                    pre_norm: Some(l.norm("vision_model.pre_layrnorm", h, eps)?),
+                    blocks,
+                    final_norm: l.norm("vision_model.post_layernorm", h, eps)?,
+                    proj: Some(
+                        l.get("visual_projection.weight", &[cfg.projection, h])?
+                            .t()?
+                            .contiguous()?,
+                    ),
+                    cfg,
+                }
+            }
+        })
+    }
+
+    /// The sizes.
+    pub fn config(&self) -> &VitConfig {
+        &self.cfg
+    }
+
+    /// Position embeddings for a `gh × gw` patch grid: the trained table when it matches, else
+    /// (DINOv2) the patch part bicubic-interpolated as `transformers` does.
+    fn positions(&self, gh: usize, gw: usize) -> Result<Tensor> {
+        let grid = self.cfg.image_size / self.cfg.patch;
+        if gh == grid && gw == grid {
+            return Ok(self.pos.clone());
+        }
+        if self.cfg.family == TransformerFamily::Clip {
+            return Err(Error::image(format!(
+                "CLIP's position table is for a {grid}×{grid} patch grid ({} px); the input gives {gh}×{gw}",
+                self.cfg.image_size
+            )));
+        }
+        let h = self.cfg.hidden;
+        let table: Vec<f32> = self.pos.i(1..)?.flatten_all()?.to_vec1()?;
+        let out = bicubic_grid(&table, grid, grid, h, gh, gw);
+        let patches = Tensor::from_vec(out, (gh * gw, h), self.pos.device())?;
+        Ok(Tensor::cat(&[&self.pos.i(0..1)?, &patches], 0)?)
+    }
+
+    /// Features `[N, 3, H, W] → [N, feature_dim]`.
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, _, hgt, wid) = x.dims4()?;
+        let p = self.cfg.patch;
+        let (gh, gw) = (hgt / p, wid / p);
+        let h = self.cfg.hidden;
+        // Patch embedding: a stride-p convolution.
+        let mut e = x.conv2d(&self.patch_w, 0, p, 1, 1)?;
+        if let Some(b) = &self.patch_b {
+            e = e.broadcast_add(&b.reshape((1, h, 1, 1))?)?;
+        }
+        let e = e.flatten_from(2)?.transpose(1, 2)?; // [N, P, h]
+        let cls = self.cls.reshape((1, 1, h))?.broadcast_as((n, 1, h))?;
+        let tokens = Tensor::cat(&[&cls, &e], 1)?;
+        let mut t = tokens.broadcast_add(&self.positions(gh, gw)?.unsqueeze(0)?)?;
+        if let Some(norm) = &self.pre_norm {
+            t = norm.forward(&t)?;
+        }
+        for b in &self.blocks {
+            t = self.block(b, &t)?;
+        }
+        match self.cfg.family {
+            TransformerFamily::DinoV2 => {
+                let t = self.final_norm.forward(&t)?;
+                let cls = t.i((.., 0))?;
+                let patches = t.i((.., 1..))?.mean(1)?;
+                Ok(Tensor::cat(&[&cls, &patches], 1)?)
+            }
+            TransformerFamily::Clip => {
+                let cls = t.i((.., 0..1))?;
+                let pooled = self.final_norm.forward(&cls)?.squeeze(1)?;
+                Ok(pooled.matmul(self.proj.as_ref().expect("CLIP has a projection"))?)
+            }
+        }
+    }
+
+    fn block(&self, b: &Block, x: &Tensor) -> Result<Tensor> {
+        let (n, t, h) = x.dims3()?;
+        let heads = self.cfg.heads;
+        let hd = h / heads;
+        let y = b.norm1.forward(x)?;
+        let split = |z: Tensor| -> Result<Tensor> {
+            Ok(z.reshape((n, t, heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let q = split(b.q.forward(&y)?)?;
+        let k = split(b.k.forward(&y)?)?;
+        let v = split(b.v.forward(&y)?)?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let probs = softmax_last(&scores)?;
+        let a = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((n, t, h))?;
+        let mut a = b.out.forward(&a)?;
+        if let Some(s) = &b.scale1 {
+            a = a.broadcast_mul(s)?;
+        }
+        let x = (x + a)?;
+        let y = b.fc1.forward(&b.norm2.forward(&x)?)?;
+        let y = match self.cfg.act {
+            Activation::Gelu => y.gelu_erf()?,
+            Activation::QuickGelu => (&y * ((&y * -1.702)?.exp()? + 1.0)?.recip()?)?,
+        };
+        let mut y = b.fc2.forward(&y)?;
+        if let Some(s) = &b.scale2 {
+            y = y.broadcast_mul(s)?;
+        }
+        Ok((x + y)?)
+    }
+}
+
+fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?;
+    let e = x.broadcast_sub(&max)?.exp()?;
+    let s = e.sum_keepdim(D::Minus1)?;
+    Ok(e.broadcast_div(&s)?)
+}
+
+/// PyTorch's cubic convolution weights (A = −0.75) for offset `t` in [0, 1).
+fn cubic_weights(t: f64) -> [f64; 4] {
+    const A: f64 = -0.75;
+    let near = |x: f64| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let far = |x: f64| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+}
+
+/// `torch.nn.functional.interpolate(mode="bicubic", align_corners=False, antialias=False)` of a
+/// row-major `[ih, iw, c]` grid to `[oh, ow, c]`, as for an explicit output size (scale = in/out,
+/// border taps clamped). Computed in f64, returned as f32.
+pub fn bicubic_grid(src: &[f32], ih: usize, iw: usize, c: usize, oh: usize, ow: usize) -> Vec<f32> {
+    let taps = |inp: usize, out: usize, o: usize| -> ([usize; 4], [f64; 4]) {
+        let scale = inp as f64 / out as f64;
+        let x = (o as f64 + 0.5) * scale - 0.5;
+        let x0 = x.floor();
+        let w = cubic_weights(x - x0);
+        let idx =
+            std::array::from_fn(|k| (x0 as i64 - 1 + k as i64).clamp(0, inp as i64 - 1) as usize);
+        (idx, w)
+    };
+    let mut out = vec![0f32; oh * ow * c];
+    let mut row = vec![0f64; c];
+    for oy in 0..oh {
+        let (ys, wy) = taps(ih, oh, oy);
+        for ox in 0..ow {
+            let (xs, wx) = taps(iw, ow, ox);
+            row.iter_mut().for_each(|v| *v = 0.0);
+            for (a, &y) in ys.iter().enumerate() {
+                for (b, &x) in xs.iter().enumerate() {
+                    let w = wy[a] * wx[b];
+                    let s = &src[(y * iw + x) * c..(y * iw + x + 1) * c];
+                    for (r, &v) in row.iter_mut().zip(s) {
+                        *r += w * v as f64;
+                    }
+                }
+            }
+            let o = &mut out[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
+            for (d, &r) in o.iter_mut().zip(&row) {
+                *d = r as f32;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bicubic_keeps_a_constant_and_a_same_size_grid() {
+        let src = vec![2.5f32; 5 * 5 * 3];
+        let out = bicubic_grid(&src, 5, 5, 3, 3, 4);
+        assert!(out.iter().all(|&v| (v - 2.5).abs() < 1e-6));
+        let src: Vec<f32> = (0..4 * 4).map(|v| v as f32).collect();
+        assert_eq!(bicubic_grid(&src, 4, 4, 1, 4, 4), src);
+    }
+
+    #[test]
+    fn hub_configs_parse_to_the_builtin_sizes() {
+        let dino: Value = serde_json::from_str(
+            r#"{"model_type":"dinov2","hidden_size":384,"num_hidden_layers":12,"num_attention_heads":6,
+                "mlp_ratio":4,"patch_size":14,"image_size":518,"layer_norm_eps":1e-6,"hidden_act":"gelu"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            VitConfig::from_hf_json(TransformerFamily::DinoV2, &dino).unwrap(),
+            VitConfig::builtin(Architecture::DinoV2Small).unwrap()
+        );
+        let clip: Value = serde_json::from_str(
+            r#"{"model_type":"clip","projection_dim":512,"vision_config":{"hidden_size":768,"intermediate_size":3072,
+                "num_hidden_layers":12,"num_attention_heads":12,"patch_size":32,"image_size":224,"hidden_act":"quick_gelu","layer_norm_eps":1e-5}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            VitConfig::from_hf_json(TransformerFamily::Clip, &clip).unwrap(),
+            VitConfig::builtin(Architecture::ClipVitB32).unwrap()
+        );
+        let bad: Value = serde_json::from_str(r#"{"model_type":"bert","hidden_size":8}"#).unwrap();
+        assert!(VitConfig::from_hf_json(TransformerFamily::DinoV2, &bad).is_err());
+    }
+}

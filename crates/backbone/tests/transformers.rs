@@ -1,0 +1,258 @@
+//! DINOv2 and CLIP image towers against Hugging Face `transformers` (the shared fixtures: small
+//! random configurations of the real architectures with hub weight names), and the real sizes
+//! built from hub-format `config.json` files with random weights.
+
+use candle_core::{DType, Device, Tensor};
+use headstart_backbone::models::vit::VitConfig;
+use headstart_backbone::weights::WeightMap;
+use headstart_backbone::{Architecture, Backbone};
+use headstart_core::config::TransformerFamily;
+use headstart_testkit::shared;
+
+fn expected(rel: &str) -> std::collections::HashMap<String, Tensor> {
+    candle_core::safetensors::load(shared(rel), &Device::Cpu).expect("fixture readable")
+}
+
+fn l2(t: &Tensor) -> f32 {
+    t.sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt()
+}
+
+fn rel_err(out: &Tensor, reference: &Tensor) -> f32 {
+    assert_eq!(out.dims(), reference.dims());
+    l2(&(out - reference).unwrap()) / l2(reference)
+}
+
+/// The fixture's photos through our decoder and eval transform.
+fn our_eval_batch(fixture: &str, arch: Architecture) -> Tensor {
+    let bytes = std::fs::read(shared(fixture)).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let list = meta.metadata().as_ref().unwrap()["eval_images"].clone();
+    let paths: Vec<String> = serde_json::from_str(&list).unwrap();
+    let cfg = arch.config().preprocess;
+    let mut data = Vec::new();
+    for p in &paths {
+        // These fixtures name the photos relative to ../shared/data.
+        let rel = if p.starts_with("data/") {
+            p.clone()
+        } else {
+            format!("data/{p}")
+        };
+        let b = std::fs::read(shared(&rel)).unwrap();
+        data.extend(
+            headstart_backbone::preprocess::eval_input(&b, &cfg, &Default::default()).unwrap(),
+        );
+    }
+    Tensor::from_vec(data, (paths.len(), 3, 224, 224), &Device::Cpu).unwrap()
+}
+
+fn check_fixture(arch: Architecture, dir: &str, width: usize) {
+    // The weights' folder holds the fixture's config.json: it sizes the model.
+    let w = WeightMap::from_file(&shared(&format!("{dir}/model.safetensors")), None).unwrap();
+    assert!(w.config_json.is_some());
+    let model = Backbone::load(arch, &w, false, &Device::Cpu).unwrap();
+    assert_eq!(model.config().feature_dim, width);
+    let exp = expected(&format!("{dir}/expected.safetensors"));
+    let f = model.features(&exp["input"]).unwrap();
+    let e = rel_err(&f, &exp["features"]);
+    let fe = model.features(&exp["eval_input"]).unwrap();
+    let ee = rel_err(&fe, &exp["eval_features"]);
+    println!("{arch}: input rel err {e:.2e}, eval_input rel err {ee:.2e}");
+    assert!(e <= 1e-4 && ee <= 1e-4, "{arch}: {e} {ee}");
+    // Through our own decoding and preprocessing (ResNet-18 meets 2 % per image; these 1e-3).
+    let ours = model
+        .features(&our_eval_batch(
+            &format!("{dir}/expected.safetensors"),
+            arch,
+        ))
+        .unwrap();
+    let n = ours.dims()[0];
+    for i in 0..n {
+        let e = rel_err(&ours.get(i).unwrap(), &exp["eval_features"].get(i).unwrap());
+        println!("{arch}: photo {i} through our decoding: rel err {e:.2e}");
+        assert!(e < 1e-3, "{arch} photo {i}: {e}");
+    }
+    assert!(
+        model.logits_from_features(&f).unwrap().is_none(),
+        "no ImageNet head"
+    );
+}
+
+#[test]
+fn dinov2_matches_transformers() {
+    check_fixture(Architecture::DinoV2Small, "fixtures/dinov2", 192);
+}
+
+#[test]
+fn clip_matches_transformers_and_skips_the_text_tower() {
+    check_fixture(Architecture::ClipVitB32, "fixtures/clip", 48);
+}
+
+/// Hub weight names and shapes of a tower with sizes `c`.
+fn hub_tensors(c: &VitConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, i, p) = (c.hidden, c.intermediate, c.patch);
+    let g = c.image_size / c.patch;
+    let mut v: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut lin = |v: &mut Vec<(String, Vec<usize>)>, k: String, o: usize, n: usize, bias: bool| {
+        v.push((format!("{k}.weight"), vec![o, n]));
+        if bias {
+            v.push((format!("{k}.bias"), vec![o]));
+        }
+    };
+    match c.family {
+        TransformerFamily::DinoV2 => {
+            v.push(("embeddings.cls_token".into(), vec![1, 1, h]));
+            v.push(("embeddings.mask_token".into(), vec![1, h]));
+            v.push((
+                "embeddings.patch_embeddings.projection.weight".into(),
+                vec![h, 3, p, p],
+            ));
+            v.push((
+                "embeddings.patch_embeddings.projection.bias".into(),
+                vec![h],
+            ));
+            v.push((
+                "embeddings.position_embeddings".into(),
+                vec![1, 1 + g * g, h],
+            ));
+            for l in 0..c.layers {
+                let pre = format!("encoder.layer.{l}");
+                for n in ["norm1", "norm2"] {
+                    lin(&mut v, format!("{pre}.{n}"), h, 0, true);
+                }
+                for n in ["query", "key", "value"] {
+                    lin(&mut v, format!("{pre}.attention.attention.{n}"), h, h, true);
+                }
+                lin(&mut v, format!("{pre}.attention.output.dense"), h, h, true);
+                lin(&mut v, format!("{pre}.mlp.fc1"), i, h, true);
+                lin(&mut v, format!("{pre}.mlp.fc2"), h, i, true);
+                v.push((format!("{pre}.layer_scale1.lambda1"), vec![h]));
+                v.push((format!("{pre}.layer_scale2.lambda1"), vec![h]));
+            }
+            lin(&mut v, "layernorm".into(), h, 0, true);
+        }
+        TransformerFamily::Clip => {
+            v.push(("vision_model.embeddings.class_embedding".into(), vec![h]));
+            v.push((
+                "vision_model.embeddings.patch_embedding.weight".into(),
+                vec![h, 3, p, p],
+            ));
+            v.push((
+                "vision_model.embeddings.position_embedding.weight".into(),
+                vec![1 + g * g, h],
+            ));
+            lin(&mut v, "vision_model.pre_layrnorm".into(), h, 0, true);
+            for l in 0..c.layers {
+                let pre = format!("vision_model.encoder.layers.{l}");
+                for n in ["layer_norm1", "layer_norm2"] {
+                    lin(&mut v, format!("{pre}.{n}"), h, 0, true);
+                }
+                for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+                    lin(&mut v, format!("{pre}.self_attn.{n}"), h, h, true);
+                }
+                lin(&mut v, format!("{pre}.mlp.fc1"), i, h, true);
+                lin(&mut v, format!("{pre}.mlp.fc2"), h, i, true);
+            }
+            lin(&mut v, "vision_model.post_layernorm".into(), h, 0, true);
+            v.push(("visual_projection.weight".into(), vec![c.projection, h]));
+            v.push(("logit_scale".into(), vec![]));
+            v.push(("text_projection.weight".into(), vec![c.projection, 16]));
+        }
+    }
+    // LayerNorm "weights" are [h] (the helper above wrote [h, 0] for them).
+    v.into_iter()
+        .map(|(k, s)| {
+            if s.len() == 2 && s[1] == 0 {
+                (k, vec![s[0]])
+            } else {
+                (k, s)
+            }
+        })
+        .collect()
+}
+
+/// The hub's config.json for each real model, as published.
+fn hub_config(arch: Architecture) -> serde_json::Value {
+    let s = match arch {
+        Architecture::DinoV2Small => {
+            r#"{"model_type":"dinov2","hidden_size":384,"num_hidden_layers":12,"num_attention_heads":6,"mlp_ratio":4,"patch_size":14,"image_size":518,"layer_norm_eps":1e-06,"hidden_act":"gelu","layerscale_value":1.0,"use_swiglu_ffn":false}"#
+        }
+        Architecture::DinoV2Base => {
+            r#"{"model_type":"dinov2","hidden_size":768,"num_hidden_layers":12,"num_attention_heads":12,"mlp_ratio":4,"patch_size":14,"image_size":518,"layer_norm_eps":1e-06,"hidden_act":"gelu","layerscale_value":1.0,"use_swiglu_ffn":false}"#
+        }
+        Architecture::DinoV2Large => {
+            r#"{"model_type":"dinov2","hidden_size":1024,"num_hidden_layers":24,"num_attention_heads":16,"mlp_ratio":4,"patch_size":14,"image_size":518,"layer_norm_eps":1e-06,"hidden_act":"gelu","layerscale_value":1.0,"use_swiglu_ffn":false}"#
+        }
+        Architecture::ClipVitB32 => {
+            r#"{"model_type":"clip","projection_dim":512,"vision_config":{"hidden_size":768,"intermediate_size":3072,"num_hidden_layers":12,"num_attention_heads":12,"patch_size":32,"image_size":224,"hidden_act":"quick_gelu","layer_norm_eps":1e-05,"projection_dim":512}}"#
+        }
+        Architecture::ClipVitB16 => {
+            r#"{"model_type":"clip","projection_dim":512,"vision_config":{"hidden_size":768,"intermediate_size":3072,"num_hidden_layers":12,"num_attention_heads":12,"patch_size":16,"image_size":224,"hidden_act":"quick_gelu","layer_norm_eps":1e-05,"projection_dim":512}}"#
+        }
+        Architecture::ClipVitL14 => {
+            r#"{"model_type":"clip","projection_dim":768,"vision_config":{"hidden_size":1024,"intermediate_size":4096,"num_hidden_layers":24,"num_attention_heads":16,"patch_size":14,"image_size":224,"hidden_act":"quick_gelu","layer_norm_eps":1e-05,"projection_dim":768}}"#
+        }
+        _ => unreachable!(),
+    };
+    serde_json::from_str(s).unwrap()
+}
+
+#[test]
+fn real_sizes_build_from_their_config_json_and_give_their_widths() {
+    for (arch, width) in [
+        (Architecture::DinoV2Small, 768),
+        (Architecture::DinoV2Base, 1536),
+        (Architecture::DinoV2Large, 2048),
+        (Architecture::ClipVitB32, 512),
+        (Architecture::ClipVitB16, 512),
+        (Architecture::ClipVitL14, 768),
+    ] {
+        let json = hub_config(arch);
+        let sizes = VitConfig::from_hf_json(arch.transformer().unwrap(), &json).unwrap();
+        assert_eq!(Some(&sizes), VitConfig::builtin(arch).as_ref(), "{arch}");
+        let tensors: Vec<(String, Tensor)> = hub_tensors(&sizes)
+            .into_iter()
+            .map(|(k, s)| {
+                let t = Tensor::randn(0f32, 0.02, s.as_slice(), &Device::Cpu).unwrap();
+                (k, t)
+            })
+            .collect();
+        let mut w = WeightMap::from_tensors(tensors, format!("random {arch}"), None).unwrap();
+        w.config_json = Some(json);
+        let model = Backbone::load(arch, &w, false, &Device::Cpu).unwrap();
+        assert_eq!(model.config().feature_dim, width, "{arch}");
+        assert_eq!(arch.config().feature_dim, width, "{arch}: the zoo's width");
+        let x = Tensor::randn(0f32, 1.0, (1, 3, 224, 224), &Device::Cpu).unwrap();
+        let f = model.features(&x).unwrap();
+        assert_eq!(f.dims(), &[1, width], "{arch}");
+        assert_eq!(f.dtype(), DType::F32);
+        let v: Vec<f32> = f.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v.iter().all(|x| x.is_finite()), "{arch}");
+    }
+}
+
+#[test]
+fn a_config_json_of_the_wrong_family_is_refused_naming_the_file() {
+    let mut w = WeightMap::from_file(&shared("fixtures/dinov2/model.safetensors"), None).unwrap();
+    w.config_json = Some(hub_config(Architecture::ClipVitB32));
+    let err = Backbone::load(Architecture::DinoV2Small, &w, false, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("config.json") && err.contains("dinov2"),
+        "{err}"
+    );
+    // DINOv2 weights under a CLIP name: the first missing tensor is named.
+    let w = WeightMap::from_file(&shared("fixtures/dinov2/model.safetensors"), None).unwrap();
+    let mut w2 = w;
+    w2.config_json = None;
+    let err = Backbone::load(Architecture::ClipVitB32, &w2, false, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("vision_model."), "{err}");
+}
