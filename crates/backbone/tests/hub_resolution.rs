@@ -706,3 +706,62 @@ fn a_panic_inside_hf_hub_becomes_one_line() {
     let (connections, _) = server.shut_down();
     assert_eq!(connections, 1);
 }
+
+#[test]
+fn transformers_download_their_config_json_beside_the_weights_then_load_offline() {
+    if proxy_configured() {
+        return;
+    }
+    for (arch, repo, dir, width) in [
+        (
+            Architecture::DinoV2Small,
+            "facebook/dinov2-small",
+            "dinov2",
+            192,
+        ),
+        (
+            Architecture::ClipVitB32,
+            "openai/clip-vit-base-patch32",
+            "clip",
+            48,
+        ),
+    ] {
+        let shared = |f: &str| headstart_testkit::shared(&format!("fixtures/{dir}/{f}"));
+        let weights = std::fs::read(shared("model.safetensors")).unwrap();
+        let config = std::fs::read(shared("config.json")).unwrap();
+        let mut server = HubServer::start(vec![
+            served(repo, "model.safetensors", &weights),
+            served(repo, "config.json", &config),
+        ]);
+        let endpoint = server.endpoint();
+        let tmp = tempfile::tempdir().unwrap();
+        let hf_home = tmp.path().join("hf");
+        let env = fake_env(&[("HF_HOME", &hf_home), ("HF_ENDPOINT", Path::new(&endpoint))]);
+        let got = resolve_with_env(arch, &ResolveOptions::default(), &env).unwrap();
+        assert!(
+            matches!(&got.source, WeightsSource::HuggingFaceDownload { repo: r, .. } if r == repo),
+            "{arch}: {:?}",
+            got.source
+        );
+        assert_eq!(
+            std::fs::read(got.path.with_file_name("config.json")).unwrap(),
+            config
+        );
+        let (_, log) = server.shut_down();
+        assert!(
+            log.iter().any(|l| l.contains("/config.json")),
+            "{arch}: {log:?}"
+        );
+        // Offline from now on: the cache has both files, and the config sizes the model.
+        let again = resolve_with_env(arch, &ResolveOptions::default(), &env).unwrap();
+        assert!(matches!(
+            again.source,
+            WeightsSource::HuggingFaceCache { .. }
+        ));
+        let map = headstart_backbone::weights::WeightMap::from_file(&again.path, None).unwrap();
+        let model =
+            headstart_backbone::Backbone::load(arch, &map, false, &candle_core::Device::Cpu)
+                .unwrap();
+        assert_eq!(model.config().feature_dim, width, "{arch}");
+    }
+}

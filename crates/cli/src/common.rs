@@ -68,11 +68,15 @@ pub fn device(choice: DeviceChoice) -> Result<Device> {
 /// Options that pick a backbone and its weights.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackboneArgs {
-    /// Backbone: resnet18, resnet34, resnet50 or efficientnet-lite0.
+    /// Backbone: resnet18, resnet34, resnet50, efficientnet-lite0 (ImageNet CNNs), dinov2-small,
+    /// dinov2-base, dinov2-large (self-supervised ViTs, features = CLS ‖ mean of patch tokens)
+    /// or clip-vit-b32, clip-vit-b16, clip-vit-l14 (CLIP image embeddings).
     #[arg(long, default_value = "resnet18", value_name = "NAME")]
     pub backbone: String,
     /// Weights file (.safetensors, or .pth from torch.save in zip or legacy format). Without it,
-    /// the Hugging Face cache, the torch hub cache, then the hub are tried.
+    /// the Hugging Face cache, the torch hub cache, then the hub are tried. For DINOv2 and CLIP,
+    /// a Hugging Face `config.json` in the same folder sets the model's sizes (so any checkpoint
+    /// of the family loads); without one, the named hub model's sizes are used.
     #[arg(long, value_name = "PATH")]
     pub weights: Option<PathBuf>,
     /// Key prefix to strip from the weights' tensor names (default: strip `module.`,

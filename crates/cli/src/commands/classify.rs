@@ -37,6 +37,16 @@ pub struct Args {
 /// Runs the command.
 pub fn run(a: Args) -> Result<()> {
     let arch = a.backbone.architecture()?;
+    if !arch.has_imagenet_head() {
+        return Err(usage(format!(
+            "--backbone {arch}: {} has no ImageNet classifier ({} is a feature extractor), so `classify` cannot run it; classify with resnet18/34/50 or efficientnet-lite0, or train a head on its features: `headstart extract DATA --backbone {arch} …` then `headstart train-head`",
+            arch,
+            match arch.transformer() {
+                Some(headstart_core::config::TransformerFamily::Clip) => "CLIP's image tower",
+                _ => "DINOv2",
+            }
+        )));
+    }
     for p in &a.images {
         if !p.exists() {
             return Err(usage(format!("{}: no such file", p.display())));

@@ -270,6 +270,12 @@ pub fn resolve_with_env(
                     let sha256 = sha256_file(&path)?;
                     match blob_mismatch(&path, &sha256) {
                         None => {
+                            // Transformers are sized by the repository's config.json, which
+                            // lands beside the weights in the snapshot. Without it (a repository
+                            // that has none), the named model's sizes are used.
+                            if arch.transformer().is_some() {
+                                let _ = hub_download(dir, &endpoint, repo, "config.json");
+                            }
                             return Ok(ResolvedWeights {
                                 path,
                                 source: WeightsSource::HuggingFaceDownload {
@@ -278,7 +284,7 @@ pub fn resolve_with_env(
                                     endpoint,
                                 },
                                 sha256,
-                            })
+                            });
                         }
                         Some(why) => {
                             discard_download(&path);
