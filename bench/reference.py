@@ -139,10 +139,50 @@ def resnet18_features():
     return model
 
 
+class HFFeatures(nn.Module):
+    """A transformers vision model returning headstart's features: DINOv2 concat(CLS, mean of
+    patch tokens) after the final LayerNorm; CLIP image_embeds."""
+
+    def __init__(self, kind):
+        super().__init__()
+        import transformers  # only needed for these rows
+
+        self.kind = kind
+        if kind == "dinov2-small":
+            cfg = transformers.Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+                                            patch_size=14, image_size=518, layer_norm_eps=1e-6)
+            self.model = transformers.Dinov2Model(cfg)
+        else:
+            cfg = transformers.CLIPVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                                num_attention_heads=12, patch_size=32, image_size=224,
+                                                hidden_act="quick_gelu", projection_dim=512)
+            self.model = transformers.CLIPVisionModelWithProjection(cfg)
+
+    def forward(self, x):
+        if self.kind == "dinov2-small":
+            h = self.model(pixel_values=x).last_hidden_state
+            return torch.cat([h[:, 0], h[:, 1:].mean(1)], dim=1)
+        return self.model(pixel_values=x).image_embeds
+
+
+def have_transformers():
+    try:
+        import transformers  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 MODELS = {
     "resnet18": resnet18_features,
     "efficientnet-lite0": EfficientNetLite0,
 }
+# Transformers rows (batch 32, NCHW only) when `transformers` is installed.
+TRANSFORMERS = {
+    "dinov2-small": lambda: HFFeatures("dinov2-small"),
+    "clip-vit-b32": lambda: HFFeatures("clip-vit-b32"),
+}
+MODELS.update(TRANSFORMERS)
 FORMATS = {
     "nchw": torch.contiguous_format,
     "channels_last": torch.channels_last,
@@ -281,7 +321,8 @@ def main():
     p.add_argument("--batches", default="1,8,32", help="forward batch sizes (default 1,8,32)")
     p.add_argument("--e2e-batch", type=int, default=32, help="end-to-end DataLoader batch (default 32)")
     p.add_argument("--e2e-limit", type=int, default=0, help="only the first N images end to end (default all)")
-    p.add_argument("--models", default=",".join(MODELS), help=f"forward models (default {','.join(MODELS)})")
+    p.add_argument("--models", default=",".join(MODELS), help=f"forward models (default {','.join(MODELS)}; "
+                   "the transformers ones need `pip install transformers` and run at batch 32, NCHW only)")
     p.add_argument("--formats", default=",".join(FORMATS), help="memory formats (default nchw,channels_last)")
     p.add_argument("--workers", default="0,1", help="end-to-end DataLoader num_workers values (default 0,1)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2; interop 1)")
@@ -317,6 +358,7 @@ def main():
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
+        "transformers": __import__("transformers").__version__ if have_transformers() else None,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
@@ -333,9 +375,16 @@ def main():
     results = {}
     t_all = time.perf_counter()
     if not a.skip_forward:
+        if not have_transformers():
+            skipped = [m for m in models if m in TRANSFORMERS]
+            if skipped:
+                say(f"  (no transformers installed: skipping {', '.join(skipped)})")
+            models = [m for m in models if m not in TRANSFORMERS]
         for m in models:
             for f in formats:
                 for b in batches:
+                    if m in TRANSFORMERS and (f != "nchw" or b != max(batches)):
+                        continue
                     key = f"{m}/{f}/batch{b}"
                     results[key] = r = bench_forward(m, f, b, a.reps, a.warmup, a.min_images)
                     say(f"  {key}: {r['median']:.1f} images/s (min {r['min']:.1f}, max {r['max']:.1f})")

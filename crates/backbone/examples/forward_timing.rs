@@ -1,5 +1,6 @@
 //! Times the forward pass to pooled features:
-//! `cargo run --release -p headstart-backbone --example forward_timing -- WEIGHTS [ARCH] [BATCH] [PHOTO_DIR] [--reps N] [--json]`.
+//! `cargo run --release -p headstart-backbone --example forward_timing -- WEIGHTS [ARCH] [BATCH] [PHOTO_DIR] [--reps N] [--json]`
+//! (WEIGHTS `random`: random hub-named weights of a transformer's hub sizes).
 //!
 //! Two warm-up batches, then `--reps` timed repetitions (default 5), each of at least 32
 //! images (`ceil(32 / BATCH)` batches); prints images/s as median, min and max. With PHOTO_DIR
@@ -20,7 +21,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("usage: forward_timing WEIGHTS [ARCH] [BATCH] [PHOTO_DIR] [--reps N] [--json]")?;
     let arch = Architecture::from_name(args.get(1).map(String::as_str).unwrap_or("resnet18"))?;
     let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(32);
-    let w = WeightMap::from_file(std::path::Path::new(weights), None)?;
+    // `random`: hub-named random weights of the named model's sizes (speed does not depend on
+    // the values), for the transformers whose real weights this machine cannot download.
+    let w = if weights == "random" {
+        let sizes = headstart_backbone::models::vit::VitConfig::builtin(arch)
+            .ok_or("random weights are for the transformer backbones")?;
+        let tensors = headstart_backbone::models::vit::hub_tensor_shapes(&sizes)
+            .into_iter()
+            .map(|(k, s)| Ok((k, Tensor::randn(0f32, 0.02, s.as_slice(), &Device::Cpu)?)))
+            .collect::<Result<Vec<_>, candle_core::Error>>()?;
+        WeightMap::from_tensors(tensors, "random".into(), None)?
+    } else {
+        WeightMap::from_file(std::path::Path::new(weights), None)?
+    };
     let model = Backbone::load(arch, &w, false, &Device::Cpu)?;
     let x = match args.get(3) {
         Some(dir) => {

@@ -6,7 +6,6 @@ use candle_core::{DType, Device, Tensor};
 use headstart_backbone::models::vit::VitConfig;
 use headstart_backbone::weights::WeightMap;
 use headstart_backbone::{Architecture, Backbone};
-use headstart_core::config::TransformerFamily;
 use headstart_testkit::shared;
 
 fn expected(rel: &str) -> std::collections::HashMap<String, Tensor> {
@@ -93,89 +92,6 @@ fn clip_matches_transformers_and_skips_the_text_tower() {
     check_fixture(Architecture::ClipVitB32, "fixtures/clip", 48);
 }
 
-/// Hub weight names and shapes of a tower with sizes `c`.
-fn hub_tensors(c: &VitConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, i, p) = (c.hidden, c.intermediate, c.patch);
-    let g = c.image_size / c.patch;
-    let mut v: Vec<(String, Vec<usize>)> = Vec::new();
-    let mut lin = |v: &mut Vec<(String, Vec<usize>)>, k: String, o: usize, n: usize, bias: bool| {
-        v.push((format!("{k}.weight"), vec![o, n]));
-        if bias {
-            v.push((format!("{k}.bias"), vec![o]));
-        }
-    };
-    match c.family {
-        TransformerFamily::DinoV2 => {
-            v.push(("embeddings.cls_token".into(), vec![1, 1, h]));
-            v.push(("embeddings.mask_token".into(), vec![1, h]));
-            v.push((
-                "embeddings.patch_embeddings.projection.weight".into(),
-                vec![h, 3, p, p],
-            ));
-            v.push((
-                "embeddings.patch_embeddings.projection.bias".into(),
-                vec![h],
-            ));
-            v.push((
-                "embeddings.position_embeddings".into(),
-                vec![1, 1 + g * g, h],
-            ));
-            for l in 0..c.layers {
-                let pre = format!("encoder.layer.{l}");
-                for n in ["norm1", "norm2"] {
-                    lin(&mut v, format!("{pre}.{n}"), h, 0, true);
-                }
-                for n in ["query", "key", "value"] {
-                    lin(&mut v, format!("{pre}.attention.attention.{n}"), h, h, true);
-                }
-                lin(&mut v, format!("{pre}.attention.output.dense"), h, h, true);
-                lin(&mut v, format!("{pre}.mlp.fc1"), i, h, true);
-                lin(&mut v, format!("{pre}.mlp.fc2"), h, i, true);
-                v.push((format!("{pre}.layer_scale1.lambda1"), vec![h]));
-                v.push((format!("{pre}.layer_scale2.lambda1"), vec![h]));
-            }
-            lin(&mut v, "layernorm".into(), h, 0, true);
-        }
-        TransformerFamily::Clip => {
-            v.push(("vision_model.embeddings.class_embedding".into(), vec![h]));
-            v.push((
-                "vision_model.embeddings.patch_embedding.weight".into(),
-                vec![h, 3, p, p],
-            ));
-            v.push((
-                "vision_model.embeddings.position_embedding.weight".into(),
-                vec![1 + g * g, h],
-            ));
-            lin(&mut v, "vision_model.pre_layrnorm".into(), h, 0, true);
-            for l in 0..c.layers {
-                let pre = format!("vision_model.encoder.layers.{l}");
-                for n in ["layer_norm1", "layer_norm2"] {
-                    lin(&mut v, format!("{pre}.{n}"), h, 0, true);
-                }
-                for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-                    lin(&mut v, format!("{pre}.self_attn.{n}"), h, h, true);
-                }
-                lin(&mut v, format!("{pre}.mlp.fc1"), i, h, true);
-                lin(&mut v, format!("{pre}.mlp.fc2"), h, i, true);
-            }
-            lin(&mut v, "vision_model.post_layernorm".into(), h, 0, true);
-            v.push(("visual_projection.weight".into(), vec![c.projection, h]));
-            v.push(("logit_scale".into(), vec![]));
-            v.push(("text_projection.weight".into(), vec![c.projection, 16]));
-        }
-    }
-    // LayerNorm "weights" are [h] (the helper above wrote [h, 0] for them).
-    v.into_iter()
-        .map(|(k, s)| {
-            if s.len() == 2 && s[1] == 0 {
-                (k, vec![s[0]])
-            } else {
-                (k, s)
-            }
-        })
-        .collect()
-}
-
 /// The hub's config.json for each real model, as published.
 fn hub_config(arch: Architecture) -> serde_json::Value {
     let s = match arch {
@@ -215,13 +131,14 @@ fn real_sizes_build_from_their_config_json_and_give_their_widths() {
         let json = hub_config(arch);
         let sizes = VitConfig::from_hf_json(arch.transformer().unwrap(), &json).unwrap();
         assert_eq!(Some(&sizes), VitConfig::builtin(arch).as_ref(), "{arch}");
-        let tensors: Vec<(String, Tensor)> = hub_tensors(&sizes)
-            .into_iter()
-            .map(|(k, s)| {
-                let t = Tensor::randn(0f32, 0.02, s.as_slice(), &Device::Cpu).unwrap();
-                (k, t)
-            })
-            .collect();
+        let tensors: Vec<(String, Tensor)> =
+            headstart_backbone::models::vit::hub_tensor_shapes(&sizes)
+                .into_iter()
+                .map(|(k, s)| {
+                    let t = Tensor::randn(0f32, 0.02, s.as_slice(), &Device::Cpu).unwrap();
+                    (k, t)
+                })
+                .collect();
         let mut w = WeightMap::from_tensors(tensors, format!("random {arch}"), None).unwrap();
         w.config_json = Some(json);
         let model = Backbone::load(arch, &w, false, &Device::Cpu).unwrap();

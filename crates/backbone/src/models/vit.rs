@@ -540,6 +540,82 @@ pub fn bicubic_grid(src: &[f32], ih: usize, iw: usize, c: usize, oh: usize, ow: 
     out
 }
 
+/// The hub's tensor names and shapes for a tower of sizes `c` (a CLIP checkpoint's
+/// `logit_scale` and a text-side tensor included, as a full CLIP checkpoint has them): what a
+/// loader must accept, and what benchmarks fill with random values.
+pub fn hub_tensor_shapes(c: &VitConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, i, p) = (c.hidden, c.intermediate, c.patch);
+    let g = c.image_size / c.patch;
+    let mut v: Vec<(String, Vec<usize>)> = Vec::new();
+    let lin = |v: &mut Vec<(String, Vec<usize>)>, k: &str, o: usize, n: usize| {
+        v.push((format!("{k}.weight"), vec![o, n]));
+        v.push((format!("{k}.bias"), vec![o]));
+    };
+    let norm = |v: &mut Vec<(String, Vec<usize>)>, k: &str| {
+        v.push((format!("{k}.weight"), vec![h]));
+        v.push((format!("{k}.bias"), vec![h]));
+    };
+    match c.family {
+        TransformerFamily::DinoV2 => {
+            v.push(("embeddings.cls_token".into(), vec![1, 1, h]));
+            v.push(("embeddings.mask_token".into(), vec![1, h]));
+            v.push((
+                "embeddings.patch_embeddings.projection.weight".into(),
+                vec![h, 3, p, p],
+            ));
+            v.push((
+                "embeddings.patch_embeddings.projection.bias".into(),
+                vec![h],
+            ));
+            v.push((
+                "embeddings.position_embeddings".into(),
+                vec![1, 1 + g * g, h],
+            ));
+            for l in 0..c.layers {
+                let pre = format!("encoder.layer.{l}");
+                norm(&mut v, &format!("{pre}.norm1"));
+                norm(&mut v, &format!("{pre}.norm2"));
+                for n in ["query", "key", "value"] {
+                    lin(&mut v, &format!("{pre}.attention.attention.{n}"), h, h);
+                }
+                lin(&mut v, &format!("{pre}.attention.output.dense"), h, h);
+                lin(&mut v, &format!("{pre}.mlp.fc1"), i, h);
+                lin(&mut v, &format!("{pre}.mlp.fc2"), h, i);
+                v.push((format!("{pre}.layer_scale1.lambda1"), vec![h]));
+                v.push((format!("{pre}.layer_scale2.lambda1"), vec![h]));
+            }
+            norm(&mut v, "layernorm");
+        }
+        TransformerFamily::Clip => {
+            v.push(("vision_model.embeddings.class_embedding".into(), vec![h]));
+            v.push((
+                "vision_model.embeddings.patch_embedding.weight".into(),
+                vec![h, 3, p, p],
+            ));
+            v.push((
+                "vision_model.embeddings.position_embedding.weight".into(),
+                vec![1 + g * g, h],
+            ));
+            norm(&mut v, "vision_model.pre_layrnorm");
+            for l in 0..c.layers {
+                let pre = format!("vision_model.encoder.layers.{l}");
+                norm(&mut v, &format!("{pre}.layer_norm1"));
+                norm(&mut v, &format!("{pre}.layer_norm2"));
+                for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+                    lin(&mut v, &format!("{pre}.self_attn.{n}"), h, h);
+                }
+                lin(&mut v, &format!("{pre}.mlp.fc1"), i, h);
+                lin(&mut v, &format!("{pre}.mlp.fc2"), h, i);
+            }
+            norm(&mut v, "vision_model.post_layernorm");
+            v.push(("visual_projection.weight".into(), vec![c.projection, h]));
+            v.push(("logit_scale".into(), vec![]));
+            v.push(("text_projection.weight".into(), vec![c.projection, 16]));
+        }
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
