@@ -13,6 +13,14 @@ use headstart_backbone::weights::WeightMap;
 use headstart_backbone::{Architecture, Backbone};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The allocator settings the `headstart` binary uses (crates/cli/src/common.rs): large
+    // temporaries reuse the heap instead of fresh, page-faulting mmaps.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tunables; no other thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let json = take_flag(&mut args, "--json");
     let reps: usize = take_value(&mut args, "--reps")?.unwrap_or(5).max(1);

@@ -15,6 +15,7 @@
 //! about 80 lines shared here with DINOv2.
 
 use candle_core::{Device, IndexOp, Tensor, D};
+use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::weights::WeightMap;
@@ -221,25 +222,79 @@ impl Linear {
 struct LayerNorm {
     w: Tensor,
     b: Tensor,
+    /// The same, on the host, for the fused CPU kernel.
+    wv: Vec<f32>,
+    bv: Vec<f32>,
     eps: f64,
 }
 
 impl LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let y = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        Ok(y.broadcast_mul(&self.w)?.broadcast_add(&self.b)?)
+        if !x.device().is_cpu() {
+            let mean = x.mean_keepdim(D::Minus1)?;
+            let xc = x.broadcast_sub(&mean)?;
+            let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+            let y = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+            return Ok(y.broadcast_mul(&self.w)?.broadcast_add(&self.b)?);
+        }
+        // One pass over the data instead of seven tensor operations: per row, the mean, then
+        // the variance of the centred values (two passes over the row, so no cancellation), in
+        // f64.
+        let dims = x.dims().to_vec();
+        let d = *dims.last().expect("at least one dimension");
+        let src = x.flatten_all()?.to_vec1::<f32>()?;
+        let mut out = vec![0f32; src.len()];
+        let (w, b, eps) = (&self.wv, &self.bv, self.eps);
+        out.par_chunks_mut(d)
+            .zip(src.par_chunks(d))
+            .for_each(|(o, s)| {
+                let mean = s.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+                let var = s
+                    .iter()
+                    .map(|&v| {
+                        let c = v as f64 - mean;
+                        c * c
+                    })
+                    .sum::<f64>()
+                    / d as f64;
+                let inv = 1.0 / (var + eps).sqrt();
+                for k in 0..d {
+                    o[k] = (((s[k] as f64 - mean) * inv) as f32) * w[k] + b[k];
+                }
+            });
+        Ok(Tensor::from_vec(out, dims, x.device())?)
     }
+}
+
+/// Softmax over the last dimension: fused on the CPU (max, exp, sum, scale per row).
+fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        let max = x.max_keepdim(D::Minus1)?;
+        let e = x.broadcast_sub(&max)?.exp()?;
+        let s = e.sum_keepdim(D::Minus1)?;
+        return Ok(e.broadcast_div(&s)?);
+    }
+    let dims = x.dims().to_vec();
+    let d = *dims.last().expect("at least one dimension");
+    let mut v = x.flatten_all()?.to_vec1::<f32>()?;
+    v.par_chunks_mut(d).for_each(|row| {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for r in row.iter_mut() {
+            *r = (*r - max).exp();
+            sum += *r;
+        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|r| *r *= inv);
+    });
+    Ok(Tensor::from_vec(v, dims, x.device())?)
 }
 
 #[derive(Debug)]
 struct Block {
     norm1: LayerNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// Query, key and value in one product.
+    qkv: Linear,
     out: Linear,
     scale1: Option<Tensor>,
     norm2: LayerNorm,
@@ -288,10 +343,28 @@ impl Loader<'_> {
         })
     }
     fn norm(&self, key: &str, d: usize, eps: f64) -> Result<LayerNorm> {
+        let w = self.get(&format!("{key}.weight"), &[d])?;
+        let b = self.get(&format!("{key}.bias"), &[d])?;
         Ok(LayerNorm {
-            w: self.get(&format!("{key}.weight"), &[d])?,
-            b: self.get(&format!("{key}.bias"), &[d])?,
+            wv: w.to_device(&Device::Cpu)?.to_vec1()?,
+            bv: b.to_device(&Device::Cpu)?.to_vec1()?,
+            w,
+            b,
             eps,
+        })
+    }
+
+    /// Query, key and value projections as one `[in, 3·out]` product.
+    fn qkv(&self, keys: [&str; 3], h: usize) -> Result<Linear> {
+        let parts = keys
+            .iter()
+            .map(|k| self.linear(k, h, h, true))
+            .collect::<Result<Vec<_>>>()?;
+        let wt: Vec<&Tensor> = parts.iter().map(|l| &l.wt).collect();
+        let b: Vec<&Tensor> = parts.iter().map(|l| l.b.as_ref().expect("bias")).collect();
+        Ok(Linear {
+            wt: Tensor::cat(&wt, 1)?.contiguous()?,
+            b: Some(Tensor::cat(&b, 0)?),
         })
     }
 }
@@ -316,9 +389,14 @@ impl Vit {
                         let pre = format!("encoder.layer.{k}");
                         Ok(Block {
                             norm1: l.norm(&format!("{pre}.norm1"), h, eps)?,
-                            q: l.linear(&format!("{pre}.attention.attention.query"), h, h, true)?,
-                            k: l.linear(&format!("{pre}.attention.attention.key"), h, h, true)?,
-                            v: l.linear(&format!("{pre}.attention.attention.value"), h, h, true)?,
+                            qkv: l.qkv(
+                                [
+                                    &format!("{pre}.attention.attention.query"),
+                                    &format!("{pre}.attention.attention.key"),
+                                    &format!("{pre}.attention.attention.value"),
+                                ],
+                                h,
+                            )?,
                             out: l.linear(&format!("{pre}.attention.output.dense"), h, h, true)?,
                             scale1: Some(l.get(&format!("{pre}.layer_scale1.lambda1"), &[h])?),
                             norm2: l.norm(&format!("{pre}.norm2"), h, eps)?,
@@ -351,9 +429,14 @@ impl Vit {
                         let pre = format!("vision_model.encoder.layers.{k}");
                         Ok(Block {
                             norm1: l.norm(&format!("{pre}.layer_norm1"), h, eps)?,
-                            q: l.linear(&format!("{pre}.self_attn.q_proj"), h, h, true)?,
-                            k: l.linear(&format!("{pre}.self_attn.k_proj"), h, h, true)?,
-                            v: l.linear(&format!("{pre}.self_attn.v_proj"), h, h, true)?,
+                            qkv: l.qkv(
+                                [
+                                    &format!("{pre}.self_attn.q_proj"),
+                                    &format!("{pre}.self_attn.k_proj"),
+                                    &format!("{pre}.self_attn.v_proj"),
+                                ],
+                                h,
+                            )?,
                             out: l.linear(&format!("{pre}.self_attn.out_proj"), h, h, true)?,
                             scale1: None,
                             norm2: l.norm(&format!("{pre}.layer_norm2"), h, eps)?,
@@ -454,14 +537,14 @@ impl Vit {
         let heads = self.cfg.heads;
         let hd = h / heads;
         let y = b.norm1.forward(x)?;
-        let split = |z: Tensor| -> Result<Tensor> {
-            Ok(z.reshape((n, t, heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let q = split(b.q.forward(&y)?)?;
-        let k = split(b.k.forward(&y)?)?;
-        let v = split(b.v.forward(&y)?)?;
+        // [n, t, 3h] → [3, n, heads, t, hd]: query, key and value, each head contiguous.
+        let qkv = b
+            .qkv
+            .forward(&y)?
+            .reshape((n, t, 3, heads, hd))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        let (q, k, v) = (qkv.i(0)?, qkv.i(1)?, qkv.i(2)?);
         let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
         let probs = softmax_last(&scores)?;
         let a = probs
@@ -485,13 +568,6 @@ impl Vit {
         }
         Ok((x + y)?)
     }
-}
-
-fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?;
-    let e = x.broadcast_sub(&max)?.exp()?;
-    let s = e.sum_keepdim(D::Minus1)?;
-    Ok(e.broadcast_div(&s)?)
 }
 
 /// PyTorch's cubic convolution weights (A = −0.75) for offset `t` in [0, 1).
