@@ -53,6 +53,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// The `config.json` that sizes a transformer backbone is unreadable or of another model.
+    #[error("{}: {reason} — this file sizes the {backbone} model; put the repository's own config.json beside the weights, or remove it to use {backbone}'s built-in sizes", path.display())]
+    BadModelConfig {
+        /// The config file (or the weights' description when the config was given in memory).
+        path: PathBuf,
+        /// The backbone being built.
+        backbone: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A tensor the model needs is absent from the weights.
     #[error("{}: missing tensor `{}` (expected shape {:?}) — are these weights for {}?", .0.source_desc, .0.name, .0.expected, .0.backbone)]
     MissingTensor(Box<TensorProblem>),

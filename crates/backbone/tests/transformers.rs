@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use headstart_backbone::models::vit::VitConfig;
 use headstart_backbone::weights::WeightMap;
 use headstart_backbone::{Architecture, Backbone};
+use headstart_core::config::TransformerFamily;
 use headstart_testkit::shared;
 
 fn expected(rel: &str) -> std::collections::HashMap<String, Tensor> {
@@ -53,7 +54,7 @@ fn our_eval_batch(fixture: &str, arch: Architecture) -> Tensor {
 fn check_fixture(arch: Architecture, dir: &str, width: usize) {
     // The weights' folder holds the fixture's config.json: it sizes the model.
     let w = WeightMap::from_file(&shared(&format!("{dir}/model.safetensors")), None).unwrap();
-    assert!(w.config_json.is_some());
+    assert!(w.config_path.is_some());
     let model = Backbone::load(arch, &w, false, &Device::Cpu).unwrap();
     assert_eq!(model.config().feature_dim, width);
     let exp = expected(&format!("{dir}/expected.safetensors"));
@@ -164,12 +165,78 @@ fn a_config_json_of_the_wrong_family_is_refused_naming_the_file() {
         err.contains("config.json") && err.contains("dinov2"),
         "{err}"
     );
-    // DINOv2 weights under a CLIP name: the first missing tensor is named.
-    let w = WeightMap::from_file(&shared("fixtures/dinov2/model.safetensors"), None).unwrap();
-    let mut w2 = w;
-    w2.config_json = None;
+    // DINOv2 weights under a CLIP name: their config.json says dinov2…
+    let mut w2 = WeightMap::from_file(&shared("fixtures/dinov2/model.safetensors"), None).unwrap();
+    let err = Backbone::load(Architecture::ClipVitB32, &w2, false, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("fixtures/dinov2/config.json") && err.contains("expected `clip`"),
+        "{err}"
+    );
+    // …and without it, the first missing tensor is named.
+    w2.config_path = None;
     let err = Backbone::load(Architecture::ClipVitB32, &w2, false, &Device::Cpu)
         .unwrap_err()
         .to_string();
     assert!(err.contains("vision_model."), "{err}");
+}
+
+#[test]
+fn a_clip_config_at_another_resolution_sets_the_preprocessing() {
+    // Like the `-336` checkpoints: the position table and the preprocessing follow image_size.
+    let json: serde_json::Value = serde_json::from_str(
+        r#"{"model_type":"clip","projection_dim":8,"vision_config":{"hidden_size":32,"intermediate_size":64,
+            "num_hidden_layers":1,"num_attention_heads":2,"patch_size":16,"image_size":64}}"#,
+    )
+    .unwrap();
+    let sizes = VitConfig::from_hf_json(TransformerFamily::Clip, &json).unwrap();
+    assert_eq!(
+        sizes.act,
+        headstart_backbone::models::vit::Activation::QuickGelu,
+        "the default"
+    );
+    let tensors: Vec<(String, Tensor)> = headstart_backbone::models::vit::hub_tensor_shapes(&sizes)
+        .into_iter()
+        .map(|(k, s)| {
+            (
+                k,
+                Tensor::randn(0f32, 0.1, s.as_slice(), &Device::Cpu).unwrap(),
+            )
+        })
+        .collect();
+    let mut w = WeightMap::from_tensors(tensors, "random".into(), None).unwrap();
+    w.config_json = Some(json);
+    let model = Backbone::load(Architecture::ClipVitL14, &w, false, &Device::Cpu).unwrap();
+    let p = &model.config().preprocess;
+    assert_eq!((p.input_size, p.resize_size), (64, 64));
+    assert!(model
+        .config()
+        .sizes
+        .as_deref()
+        .unwrap()
+        .contains("image 64"));
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
+    assert_eq!(model.features(&x).unwrap().dims(), &[2, 8]);
+    // Asking for the ImageNet classifier of a feature extractor is an error, not a silent None.
+    let err = Backbone::load(Architecture::ClipVitL14, &w, true, &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("no ImageNet classifier"), "{err}");
+}
+
+#[test]
+fn a_cnn_ignores_any_config_json_beside_its_weights() {
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path().join("weights.safetensors");
+    std::fs::copy(shared("fixtures/resnet18/weights.safetensors"), &w).unwrap();
+    std::fs::write(d.path().join("config.json"), b"not json at all").unwrap();
+    let map = WeightMap::from_file(&w, None).unwrap();
+    Backbone::load(Architecture::ResNet18, &map, false, &Device::Cpu).unwrap();
+    // …while a transformer reads it, and names it when it is broken.
+    let err = Backbone::load(Architecture::DinoV2Small, &map, false, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("config.json") && err.contains("not JSON"),
+        "{err}"
+    );
 }

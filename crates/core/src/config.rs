@@ -205,6 +205,7 @@ impl Architecture {
         const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
         let resnet = |name: &str, dim: usize, file: &str| BackboneConfig {
             name: name.to_string(),
+            sizes: None,
             preprocess: PreprocessConfig {
                 input_size: 224,
                 resize_size: 256,
@@ -224,6 +225,7 @@ impl Architecture {
             Architecture::ResNet50 => resnet("resnet50", 2048, "resnet50-0676ba61.pth"),
             Architecture::EfficientNetLite0 => BackboneConfig {
                 name: "efficientnet-lite0".to_string(),
+                sizes: None,
                 preprocess: PreprocessConfig {
                     input_size: 224,
                     resize_size: 256,
@@ -260,6 +262,7 @@ fn transformer(a: Architecture, repo: &str, feature_dim: usize) -> BackboneConfi
     let clip = a.transformer() == Some(TransformerFamily::Clip);
     BackboneConfig {
         name: a.name().to_string(),
+        sizes: None,
         preprocess: PreprocessConfig {
             input_size: 224,
             resize_size: if clip { 224 } else { 256 },
@@ -301,6 +304,10 @@ impl std::str::FromStr for Architecture {
 pub struct BackboneConfig {
     /// Architecture name (`resnet18`, …).
     pub name: String,
+    /// For transformers: the sizes the model was built with (from `config.json`), so that a
+    /// cache or head made with other sizes is told apart. Absent for the CNNs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizes: Option<String>,
     /// Eval preprocessing.
     pub preprocess: PreprocessConfig,
     /// Width of the pooled feature vector.

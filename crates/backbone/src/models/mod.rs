@@ -69,17 +69,34 @@ impl Backbone {
             | Architecture::ClipVitB16
             | Architecture::ClipVitL14 => {
                 let family = arch.transformer().expect("a transformer");
+                if with_classifier {
+                    return Err(Error::Input(format!(
+                        "{name} has no ImageNet classifier (it is a feature extractor)"
+                    )));
+                }
                 // A config.json beside the weights sizes the model; else the hub model's sizes.
-                let sizes = match &weights.config_json {
-                    Some(json) => vit::VitConfig::from_hf_json(family, json).map_err(|reason| {
-                        Error::BadWeightsFile {
-                            path: weights.source_desc.clone().into(),
-                            reason: format!("config.json beside it: {reason}"),
-                        }
-                    })?,
+                let sizes = match weights.model_config()? {
+                    Some(json) => {
+                        vit::VitConfig::from_hf_json(family, &json).map_err(|reason| {
+                            Error::BadWeightsFile {
+                                path: weights
+                                    .config_path
+                                    .clone()
+                                    .unwrap_or_else(|| weights.source_desc.clone().into()),
+                                reason: format!("as a {name} config.json: {reason}"),
+                            }
+                        })?
+                    }
                     None => vit::VitConfig::builtin(arch).expect("a transformer"),
                 };
                 config.feature_dim = sizes.feature_dim();
+                // CLIP checkpoints are trained (and preprocessed) at their config's resolution
+                // (336 for the `-336` variants); DINOv2 interpolates its grid to any input.
+                if family == headstart_core::config::TransformerFamily::Clip {
+                    config.preprocess.input_size = sizes.image_size as u32;
+                    config.preprocess.resize_size = sizes.image_size as u32;
+                }
+                config.sizes = Some(sizes.describe());
                 Net::Vit(vit::Vit::load(sizes, weights, name, device)?)
             }
             Architecture::ResNet18 => Net::ResNet(resnet::ResNet::load(

@@ -104,11 +104,24 @@ impl VitConfig {
             (TransformerFamily::Clip, Some(v)) => (v, json),
             _ => (json, json),
         };
+        // A missing key takes transformers' default for it (Dinov2Config / CLIPVisionConfig).
         let int = |k: &str| -> std::result::Result<usize, String> {
-            v.get(k)
-                .and_then(Value::as_u64)
-                .map(|x| x as usize)
-                .ok_or_else(|| format!("`{k}` missing or not a whole number"))
+            let default = match (family, k) {
+                (_, "hidden_size") => 768,
+                (_, "num_hidden_layers") | (_, "num_attention_heads") => 12,
+                (TransformerFamily::DinoV2, "patch_size") => 14,
+                (TransformerFamily::Clip, "patch_size") => 32,
+                (_, "image_size") => 224,
+                (TransformerFamily::Clip, "intermediate_size") => 3072,
+                _ => 0,
+            };
+            match v.get(k) {
+                None | Some(Value::Null) => Ok(default),
+                Some(x) => x
+                    .as_u64()
+                    .map(|x| x as usize)
+                    .ok_or_else(|| format!("`{k}` is not a whole number")),
+            }
         };
         let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or("");
         let act = match v
@@ -157,11 +170,12 @@ impl VitConfig {
                 if !model_type.is_empty() && !model_type.starts_with("clip") {
                     return Err(format!("model_type is `{model_type}`, expected `clip`"));
                 }
-                let projection = v
+                // CLIPModel projects with its top-level projection_dim.
+                let projection = top
                     .get("projection_dim")
-                    .or_else(|| top.get("projection_dim"))
+                    .or_else(|| v.get("projection_dim"))
                     .and_then(Value::as_u64)
-                    .ok_or("`projection_dim` missing")? as usize;
+                    .unwrap_or(512) as usize;
                 VitConfig {
                     family,
                     hidden,
@@ -179,14 +193,44 @@ impl VitConfig {
                 }
             }
         };
-        if c.hidden == 0 || c.heads == 0 || c.hidden % c.heads != 0 || c.patch == 0 || c.layers == 0
+        if c.hidden == 0
+            || c.heads == 0
+            || !c.hidden.is_multiple_of(c.heads)
+            || c.patch == 0
+            || c.layers == 0
+            || c.image_size < c.patch
+            || c.intermediate == 0
+            || (family == TransformerFamily::Clip && c.projection == 0)
         {
             return Err(format!(
-                "inconsistent sizes: hidden {} with {} heads, patch {}, {} layers",
-                c.hidden, c.heads, c.patch, c.layers
+                "inconsistent sizes: hidden {} with {} heads, patch {}, image {}, {} layers, mlp {}, projection {}",
+                c.hidden, c.heads, c.patch, c.image_size, c.layers, c.intermediate, c.projection
             ));
         }
         Ok(c)
+    }
+
+    /// The sizes in one line (recorded in caches and heads, so other sizes are told apart).
+    pub fn describe(&self) -> String {
+        format!(
+            "{} hidden {} layers {} heads {} mlp {} patch {} image {} eps {:e} act {} projection {}",
+            match self.family {
+                TransformerFamily::DinoV2 => "dinov2",
+                TransformerFamily::Clip => "clip",
+            },
+            self.hidden,
+            self.layers,
+            self.heads,
+            self.intermediate,
+            self.patch,
+            self.image_size,
+            self.eps,
+            match self.act {
+                Activation::Gelu => "gelu",
+                Activation::QuickGelu => "quick_gelu",
+            },
+            self.projection
+        )
     }
 
     /// Width of the features: 2 × hidden for DINOv2 (CLS ‖ mean of patches), the projection for
@@ -317,6 +361,8 @@ pub struct Vit {
     final_norm: LayerNorm,
     /// CLIP: `[hidden, projection]`.
     proj: Option<Tensor>,
+    /// The last interpolated position table and its grid (interpolation runs once per size).
+    interpolated: std::sync::Mutex<Option<((usize, usize), Tensor)>>,
 }
 
 struct Loader<'a> {
@@ -420,6 +466,7 @@ impl Vit {
                     blocks,
                     final_norm: l.norm("layernorm", h, eps)?,
                     proj: None,
+                    interpolated: Default::default(),
                     cfg,
                 }
             }
@@ -465,6 +512,7 @@ impl Vit {
                             .t()?
                             .contiguous()?,
                     ),
+                    interpolated: Default::default(),
                     cfg,
                 }
             }
@@ -484,16 +532,24 @@ impl Vit {
             return Ok(self.pos.clone());
         }
         if self.cfg.family == TransformerFamily::Clip {
-            return Err(Error::image(format!(
+            return Err(Error::Input(format!(
                 "CLIP's position table is for a {grid}×{grid} patch grid ({} px); the input gives {gh}×{gw}",
                 self.cfg.image_size
             )));
+        }
+        let mut cached = self.interpolated.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((g, t)) = cached.as_ref() {
+            if *g == (gh, gw) {
+                return Ok(t.clone());
+            }
         }
         let h = self.cfg.hidden;
         let table: Vec<f32> = self.pos.i(1..)?.flatten_all()?.to_vec1()?;
         let out = bicubic_grid(&table, grid, grid, h, gh, gw);
         let patches = Tensor::from_vec(out, (gh * gw, h), self.pos.device())?;
-        Ok(Tensor::cat(&[&self.pos.i(0..1)?, &patches], 0)?)
+        let t = Tensor::cat(&[&self.pos.i(0..1)?, &patches], 0)?;
+        *cached = Some(((gh, gw), t.clone()));
+        Ok(t)
     }
 
     /// Features `[N, 3, H, W] → [N, feature_dim]`.

@@ -24,9 +24,12 @@ pub struct WeightMap {
     pub stripped_prefix: String,
     /// Number of tensors in the file, `num_batches_tracked` included.
     pub file_tensors: usize,
-    /// The `config.json` found beside the weights file (a Hugging Face repository's model
-    /// config), which sizes transformer backbones; `None` when there is none.
+    /// A model config given directly (it wins over [`config_path`](Self::config_path)).
     pub config_json: Option<serde_json::Value>,
+    /// `config.json` beside the weights file, if there is one: a Hugging Face repository's model
+    /// config, which sizes transformer backbones. Only they read it (a CNN's weights folder may
+    /// hold any `config.json`).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// Prefixes stripped automatically when every model tensor carries one of them.
@@ -41,16 +44,7 @@ impl WeightMap {
         let tensors = read_tensors(path)?;
         let mut map = Self::from_tensors(tensors, path.display().to_string(), prefix)?;
         let config = path.with_file_name("config.json");
-        if config.is_file() {
-            let bytes = std::fs::read(&config).map_err(|e| Error::io(&config, e))?;
-            map.config_json =
-                Some(
-                    serde_json::from_slice(&bytes).map_err(|e| Error::BadWeightsFile {
-                        path: config.clone(),
-                        reason: format!("config.json beside the weights is not JSON: {e}"),
-                    })?,
-                );
-        }
+        map.config_path = config.is_file().then_some(config);
         Ok(map)
     }
 
@@ -98,7 +92,27 @@ impl WeightMap {
             stripped_prefix,
             file_tensors,
             config_json: None,
+            config_path: None,
         })
+    }
+
+    /// The model config: [`config_json`](Self::config_json), else `config.json` beside the
+    /// file, parsed now; `None` without either.
+    pub fn model_config(&self) -> Result<Option<serde_json::Value>> {
+        if let Some(j) = &self.config_json {
+            return Ok(Some(j.clone()));
+        }
+        let Some(p) = &self.config_path else {
+            return Ok(None);
+        };
+        let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::BadModelConfig {
+                path: p.clone(),
+                backbone: String::new(),
+                reason: format!("not JSON: {e}"),
+            })
     }
 
     /// Number of tensors (excluding `num_batches_tracked`).

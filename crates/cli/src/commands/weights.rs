@@ -26,13 +26,14 @@ pub fn run(a: Args) -> Result<()> {
     let (resolved, map) = a.backbone.load_weights(arch)?;
     // Build the network from them (candle ops: cheap, no engine transforms): a file for another
     // architecture fails here, naming the tensor and both shapes.
-    headstart_backbone::Backbone::load_with_engine(
+    let model = headstart_backbone::Backbone::load_with_engine(
         arch,
         &map,
         false,
         &candle_core::Device::Cpu,
         headstart_backbone::Engine::Candle,
     )?;
+    let cfg = model.config();
     if a.json {
         print_json(&json!({
             "backbone": arch.name(),
@@ -43,6 +44,9 @@ pub fn run(a: Args) -> Result<()> {
             "model_tensors": map.len(),
             "stripped_prefix": map.stripped_prefix,
             "fits": true,
+            "feature_dim": cfg.feature_dim,
+            "sizes": cfg.sizes,
+            "config_json": map.config_path,
         }))
     } else {
         println!("backbone  {}", arch.name());
@@ -61,6 +65,17 @@ pub fn run(a: Args) -> Result<()> {
             "fits      yes: every tensor {} needs is there, with its shape",
             arch.name()
         );
+        println!("features  {} wide", cfg.feature_dim);
+        if let Some(sizes) = &cfg.sizes {
+            let from = match &map.config_path {
+                Some(p) => format!("from {}", p.display()),
+                None => format!(
+                    "the hub model's ({} has no config.json beside it)",
+                    resolved.path.display()
+                ),
+            };
+            println!("sizes     {sizes} ({from})");
+        }
         Ok(())
     }
 }
