@@ -712,6 +712,8 @@ fn transformers_download_their_config_json_beside_the_weights_then_load_offline(
     if proxy_configured() {
         return;
     }
+    // Every named model resolves to its own repository (served here with the fixture's small
+    // weights and config.json, which then size the model).
     for (arch, repo, dir, width) in [
         (
             Architecture::DinoV2Small,
@@ -720,8 +722,32 @@ fn transformers_download_their_config_json_beside_the_weights_then_load_offline(
             192,
         ),
         (
+            Architecture::DinoV2Base,
+            "facebook/dinov2-base",
+            "dinov2",
+            192,
+        ),
+        (
+            Architecture::DinoV2Large,
+            "facebook/dinov2-large",
+            "dinov2",
+            192,
+        ),
+        (
             Architecture::ClipVitB32,
             "openai/clip-vit-base-patch32",
+            "clip",
+            48,
+        ),
+        (
+            Architecture::ClipVitB16,
+            "openai/clip-vit-base-patch16",
+            "clip",
+            48,
+        ),
+        (
+            Architecture::ClipVitL14,
+            "openai/clip-vit-large-patch14",
             "clip",
             48,
         ),

@@ -177,6 +177,50 @@ fn three_concurrent_parts_merge_into_the_single_process_cache() {
     }
     // Stronger: the very same files.
     assert_eq!(top_level_files(&single), top_level_files(&parted));
+
+    // kill -9 during a merge (two rows per shard, so it takes a while), then rerun: same bytes.
+    let fine = || -> Vec<String> {
+        [
+            "cache",
+            "merge",
+            &parted.display().to_string(),
+            "--shard-size",
+            "2",
+            "--quiet",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let out = run(&fine());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = top_level_files(&parted);
+    for delay_ms in [0u64, 2, 5, 8, 12, 16, 25] {
+        let mut child = bin()
+            .args(fine())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let out = run(&fine());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(top_level_files(&parted), want, "killed after {delay_ms} ms");
+    }
+    // Back to the parts' shard size for training below.
+    let out = run(&["cache".into(), "merge".into(), parted.display().to_string()]);
+    assert!(out.status.success());
+    assert_eq!(top_level_files(&single), top_level_files(&parted));
     let out = run(&[
         "train-head".into(),
         "--cache".into(),
