@@ -128,6 +128,19 @@ fn swap_in(staging: &Path, out: &Path, parent: &Path, name: &str) -> Result<()> 
     sync_dir(parent).map_err(|e| Error::io(parent, e))
 }
 
+/// Removes `path` if it exists, and fsyncs its directory so that the removal survives a crash
+/// (a file already gone is not an error).
+pub fn remove_durably(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            sync_dir(dir).map_err(|e| Error::io(dir, e))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 /// fsyncs a directory so that a rename inside it survives a crash.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]

@@ -44,15 +44,6 @@ impl ImageTable {
             .filter(|(_, s)| **s == ImageStatus::Ok)
             .map(|(i, _)| i)
     }
-
-    /// The table of a whole manifest.
-    pub fn of(m: &Manifest) -> Self {
-        Self {
-            label: m.images.iter().map(|e| e.label as u32).collect(),
-            split: m.images.iter().map(|e| e.split).collect(),
-            status: m.images.iter().map(|e| e.status).collect(),
-        }
-    }
 }
 
 impl<'de> Deserialize<'de> for ImageTable {

@@ -60,6 +60,25 @@ pub(crate) struct Commit {
     pub shards: Vec<ShardEntry>,
 }
 
+impl Commit {
+    /// Commit 0 of a journal holding `m` whole: its settings and classes, images and shards.
+    pub(crate) fn opening(m: &Manifest) -> Self {
+        Commit {
+            commit: 0,
+            start: Some(Start {
+                format: FORMAT.to_string(),
+                format_version: FORMAT_VERSION,
+                settings: m.settings.clone(),
+                classes: m.classes.clone(),
+            }),
+            first_image: 0,
+            images: m.images.clone(),
+            stale: Vec::new(),
+            shards: m.shards.clone(),
+        }
+    }
+}
+
 /// The journal directory of a cache.
 pub fn journal_dir(cache: &Path) -> PathBuf {
     cache.join(JOURNAL_DIR)
@@ -144,15 +163,9 @@ pub(crate) fn replay(cache: &Path) -> Result<Option<Replayed>> {
 /// crash leaves a valid, shorter prefix).
 pub(crate) fn truncate(cache: &Path, keep: u64, commits: u64) -> Result<()> {
     for n in (keep..commits).rev() {
-        let p = commit_path(cache, n);
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(p, e)),
-        }
+        crate::atomic::remove_durably(&commit_path(cache, n))?;
     }
-    let dir = journal_dir(cache);
-    crate::atomic::sync_dir(&dir).map_err(|e| Error::io(dir, e))
+    Ok(())
 }
 
 fn apply(m: &mut Option<Manifest>, c: Commit) -> std::result::Result<(), ManifestError> {
@@ -210,19 +223,7 @@ fn apply(m: &mut Option<Manifest>, c: Commit) -> std::result::Result<(), Manifes
 /// older version or by `cache merge`, and to cut a journal back after a damaged shard). The
 /// journal directory is swapped in one rename: a crash leaves the old journal or the new one.
 pub(crate) fn rewrite(cache: &Path, m: &Manifest) -> Result<u64> {
-    let c = Commit {
-        commit: 0,
-        start: Some(Start {
-            format: FORMAT.to_string(),
-            format_version: FORMAT_VERSION,
-            settings: m.settings.clone(),
-            classes: m.classes.clone(),
-        }),
-        first_image: 0,
-        images: m.images.clone(),
-        stale: Vec::new(),
-        shards: m.shards.clone(),
-    };
+    let c = Commit::opening(m);
     publish_dir::<Error>(&journal_dir(cache), |staging| {
         let bytes = serde_json::to_vec(&c).map_err(|e| Error::Invalid(e.to_string()))?;
         write_atomic(&staging.join("commit-00000000.json"), &bytes)

@@ -353,6 +353,25 @@ impl Manifest {
         crate::atomic::write_atomic_with(&Self::path_in(dir), |w| self.write_json(w))
     }
 
+    /// Number of images with this status.
+    pub fn count(&self, status: ImageStatus) -> usize {
+        self.images.iter().filter(|e| e.status == status).count()
+    }
+
+    /// Classes without any `ok` image, in class order (an error for training).
+    pub fn empty_classes(&self) -> Vec<String> {
+        let mut per_class = vec![0usize; self.classes.len()];
+        for i in self.usable_images() {
+            per_class[self.images[i].label] += 1;
+        }
+        self.classes
+            .iter()
+            .zip(&per_class)
+            .filter(|(_, &n)| n == 0)
+            .map(|(c, _)| c.clone())
+            .collect()
+    }
+
     /// Indices of images whose status is `ok`.
     pub fn usable_images(&self) -> impl Iterator<Item = usize> + '_ {
         self.images

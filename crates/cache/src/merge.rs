@@ -9,18 +9,18 @@
 //! only read (under their shared locks, so no part can be writing meanwhile) unless
 //! `remove_parts` asks to delete them after the manifest is safely on disk.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::atomic::{remove_stale_temps, write_atomic};
+use crate::atomic::{remove_durably, remove_stale_temps, write_atomic};
 use crate::lock::DirLock;
 use crate::manifest::{ImageEntry, ImageStatus, Manifest, ShardEntry};
 use crate::partition::{part_finished, parts_status, Part, PARTS_DIR};
-use crate::shard_file::{file_sha256, ShardFile, ShardPool};
+use crate::reader::read_shard;
+use crate::shard_file::ShardPool;
 use crate::writer::{encode_shard, shard_name, ShardBuffer};
 use crate::{journal, Error, Result};
 
@@ -162,31 +162,21 @@ pub fn merge(
         let first_shard = specs.len();
         let mut rows: Vec<Option<Rows>> = vec![None; manifest.images.len()];
         for (k, s) in manifest.shards.iter().enumerate() {
+            // Checksum, structure and indices checked against the part's manifest.
+            let classes = manifest.classes.len();
+            let images = read_shard(&dir, s, dim, settings.dtype, &|i| {
+                manifest
+                    .images
+                    .get(i)
+                    .map(|e| e.label)
+                    .filter(|&l| l < classes)
+            })?
+            .image;
             let path = dir.join(&s.file);
-            let sha = file_sha256(&path)?;
-            if sha != s.sha256 {
-                return Err(Error::Shard {
-                    path,
-                    kind: crate::error::ShardProblem::Checksum,
-                    reason: format!(
-                        "checksum mismatch: sha256 is {sha}, manifest says {}",
-                        s.sha256
-                    ),
-                });
-            }
-            let f = ShardFile::open(&path, s.rows, dim, settings.dtype)?;
-            let images = f.read_i64("image", 0, s.rows)?;
             for (r, &img) in images.iter().enumerate() {
-                let slot = usize::try_from(img)
-                    .ok()
-                    .and_then(|i| rows.get_mut(i))
-                    .ok_or_else(|| Error::Shard {
-                        path: path.clone(),
-                        kind: crate::error::ShardProblem::Index,
-                        reason: format!("row {r}: image index {img} outside the part's images"),
-                    })?;
-                match slot {
-                    None => {
+                // In range: read_shard checked every index.
+                match &mut rows[img as usize] {
+                    slot @ None => {
                         *slot = Some(Rows {
                             shard: k as u32,
                             row: r as u32,
@@ -205,7 +195,6 @@ pub fn merge(
                     }
                 }
             }
-            drop(f);
             specs.push((path, s.rows));
         }
         parts.push(PartData {
@@ -247,7 +236,7 @@ pub fn merge(
 
     // From here on the top level is rewritten: manifest first out, last in.
     remove_stale_temps(cache)?;
-    remove_file_if_present(&Manifest::path_in(cache))?;
+    remove_durably(&Manifest::path_in(cache))?;
     journal::remove(cache)?;
     let mut merged = Manifest::new(settings.clone(), status.record.classes.clone());
     let mut buffer = ShardBuffer::default();
@@ -296,18 +285,6 @@ pub fn merge(
         .map(|m| m.len())
         .unwrap_or(0);
 
-    let count = |s: ImageStatus| merged.images.iter().filter(|e| e.status == s).count();
-    let mut per_class = vec![0usize; merged.classes.len()];
-    for e in merged.images.iter().filter(|e| e.status == ImageStatus::Ok) {
-        per_class[e.label] += 1;
-    }
-    let empty_classes = merged
-        .classes
-        .iter()
-        .zip(&per_class)
-        .filter(|(_, &k)| k == 0)
-        .map(|(c, _)| c.clone())
-        .collect();
     // Renamed aside while the parts' locks are still held (no part can start meanwhile), then
     // deleted: a crash part-way leaves `.parts-removing`, which the next merge finishes off.
     drop(pool);
@@ -323,14 +300,14 @@ pub fn merge(
     Ok(MergeReport {
         cache: cache.to_path_buf(),
         parts: n,
-        images_ok: count(ImageStatus::Ok),
-        images_skipped: count(ImageStatus::Skipped),
+        images_ok: merged.count(ImageStatus::Ok),
+        images_skipped: merged.count(ImageStatus::Skipped),
         images_stale_dropped: stale,
         rows: merged.rows,
         shards: merged.shards.len(),
         bytes_written,
         removed_parts,
-        empty_classes,
+        empty_classes: merged.empty_classes(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -344,12 +321,11 @@ fn already_merged(cache: &Path, started: Instant) -> Result<MergeReport> {
     let parts = crate::partition::PartitionRecord::read(cache)?
         .map(|r| r.parts)
         .unwrap_or(0);
-    let count = |s: ImageStatus| m.images.iter().filter(|e| e.status == s).count();
     Ok(MergeReport {
         cache: cache.to_path_buf(),
         parts,
-        images_ok: count(ImageStatus::Ok),
-        images_skipped: count(ImageStatus::Skipped),
+        images_ok: m.count(ImageStatus::Ok),
+        images_skipped: m.count(ImageStatus::Skipped),
         images_stale_dropped: 0,
         rows: m.rows,
         shards: m.shards.len(),
@@ -376,37 +352,20 @@ fn flush(cache: &Path, buffer: &mut ShardBuffer, m: &mut Manifest) -> Result<u64
     Ok(bytes.len() as u64)
 }
 
-fn remove_file_if_present(p: &Path) -> Result<()> {
-    match std::fs::remove_file(p) {
-        Ok(()) => {
-            let dir = p.parent().unwrap_or(Path::new("."));
-            crate::atomic::sync_dir(dir).map_err(|e| Error::io(dir, e))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(p, e)),
-    }
-}
-
 /// Removes top-level `shard-NNNNN.safetensors` files numbered `keep` and above (left by an
 /// earlier, larger merge).
 fn remove_surplus_shards(cache: &Path, keep: usize) -> Result<()> {
     let entries = std::fs::read_dir(cache).map_err(|e| Error::io(cache, e))?;
-    let mut extra: HashMap<usize, PathBuf> = HashMap::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(k) = name
+        let index = name
             .strip_prefix("shard-")
             .and_then(|r| r.strip_suffix(".safetensors"))
             .filter(|d| d.len() >= 5 && d.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|d| d.parse::<usize>().ok())
-        {
-            if k >= keep {
-                extra.insert(k, e.path());
-            }
+            .and_then(|d| d.parse::<usize>().ok());
+        if index.is_some_and(|k| k >= keep) {
+            remove_durably(&e.path())?;
         }
-    }
-    for p in extra.values() {
-        remove_file_if_present(p)?;
     }
     Ok(())
 }

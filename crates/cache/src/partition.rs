@@ -215,7 +215,19 @@ impl PartitionRecord {
         let mut bytes = serde_json::to_vec_pretty(self).expect("serialises");
         bytes.push(b'\n');
         crate::atomic::write_atomic(&tmp, &bytes)?;
-        let linked = std::fs::hard_link(&tmp, &path);
+        let linked = std::fs::hard_link(&tmp, &path).or_else(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                return Err(e);
+            }
+            // A file system without hard links: exclusive creation still elects one writer.
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        });
         let _ = std::fs::remove_file(&tmp);
         match linked {
             Ok(()) => {
@@ -224,25 +236,7 @@ impl PartitionRecord {
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::read(cache)?
                 .ok_or_else(|| Error::io(&path, std::io::Error::other("vanished"))),
-            // A file system without hard links: exclusive creation still elects one writer.
-            Err(_) => {
-                use std::io::Write;
-                match std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                {
-                    Ok(mut f) => {
-                        f.write_all(&bytes)
-                            .and_then(|()| f.sync_all())
-                            .map_err(|e| Error::io(&path, e))?;
-                        Ok(self.clone())
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::read(cache)?
-                        .ok_or_else(|| Error::io(&path, std::io::Error::other("vanished"))),
-                    Err(e) => Err(Error::io(&path, e)),
-                }
-            }
+            Err(e) => Err(Error::io(&path, e)),
         }
     }
 }

@@ -66,11 +66,107 @@ pub struct FeatureCache {
     _lock: Option<std::sync::Arc<DirLock>>,
 }
 
-struct ShardData {
-    features: Vec<f32>,
-    label: Vec<i64>,
-    image: Vec<i64>,
-    view: Vec<i64>,
+/// One shard, read whole, its checksum and structure checked.
+#[derive(Debug, Clone)]
+pub struct ShardData {
+    /// `rows × dim` features, widened to f32.
+    pub features: Vec<f32>,
+    /// Class per row.
+    pub label: Vec<i64>,
+    /// Image index per row.
+    pub image: Vec<i64>,
+    /// View per row.
+    pub view: Vec<i64>,
+}
+
+/// Reads shard `entry` of the cache in `dir` in one pass: checks its sha256 against the
+/// manifest's, its tensors' dtypes and shapes (`dim` wide, stored as `dtype`), and that every
+/// row's image exists and has the row's label (`label_of(image)`, `None` past the last image).
+/// Errors name the shard and the failed check.
+pub fn read_shard(
+    dir: &Path,
+    entry: &ShardEntry,
+    dim: usize,
+    dtype: FeatureDType,
+    label_of: &dyn Fn(usize) -> Option<usize>,
+) -> Result<ShardData> {
+    let path = dir.join(&entry.file);
+    let shard_err = |kind: ShardProblem, reason: String| Error::Shard {
+        path: path.clone(),
+        kind,
+        reason,
+    };
+    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => shard_err(ShardProblem::Missing, "missing".into()),
+        _ => Error::io(&path, e),
+    })?;
+    let sha = hex::encode(Sha256::digest(&bytes));
+    if sha != entry.sha256 {
+        return Err(shard_err(
+            ShardProblem::Checksum,
+            format!(
+                "checksum mismatch: sha256 is {sha}, manifest says {}",
+                entry.sha256
+            ),
+        ));
+    }
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| shard_err(ShardProblem::Format, format!("not a safetensors file: {e}")))?;
+    let rows = entry.rows;
+    let get = |name: &str, dtype: Dtype, shape: &[usize]| -> Result<Vec<u8>> {
+        let t = st
+            .tensor(name)
+            .map_err(|_| shard_err(ShardProblem::Format, format!("tensor `{name}` missing")))?;
+        if t.dtype() != dtype || t.shape() != shape {
+            return Err(shard_err(
+                ShardProblem::Format,
+                format!(
+                    "tensor `{name}` is {:?} {:?}, expected {dtype:?} {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                ),
+            ));
+        }
+        Ok(t.data().to_vec())
+    };
+    let features = match dtype {
+        FeatureDType::F32 => get("features", Dtype::F32, &[rows, dim])?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        FeatureDType::F16 => get("features", Dtype::F16, &[rows, dim])?
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+    };
+    let ints = |name: &str| -> Result<Vec<i64>> {
+        Ok(get(name, Dtype::I64, &[rows])?
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect())
+    };
+    let data = ShardData {
+        features,
+        label: ints("label")?,
+        image: ints("image")?,
+        view: ints("view")?,
+    };
+    for r in 0..rows {
+        let (img, lab) = (data.image[r], data.label[r]);
+        let Some(label) = usize::try_from(img).ok().and_then(label_of) else {
+            return Err(shard_err(
+                ShardProblem::Index,
+                format!("row {r}: image index {img} outside the manifest's images"),
+            ));
+        };
+        if lab < 0 || label as i64 != lab {
+            return Err(shard_err(
+                ShardProblem::Index,
+                format!("row {r}: label {lab} disagrees with the manifest"),
+            ));
+        }
+    }
+    Ok(data)
 }
 
 impl FeatureCache {
@@ -156,87 +252,15 @@ impl FeatureCache {
     }
 
     fn read_shard(&self, entry: &ShardEntry) -> Result<ShardData> {
-        let path = self.dir.join(&entry.file);
-        let shard_err = |kind: ShardProblem, reason: String| Error::Shard {
-            path: path.clone(),
-            kind,
-            reason,
-        };
-        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => shard_err(ShardProblem::Missing, "missing".into()),
-            _ => Error::io(&path, e),
-        })?;
-        let sha = hex::encode(Sha256::digest(&bytes));
-        if sha != entry.sha256 {
-            return Err(shard_err(
-                ShardProblem::Checksum,
-                format!(
-                    "checksum mismatch: sha256 is {sha}, manifest says {}",
-                    entry.sha256
-                ),
-            ));
-        }
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| shard_err(ShardProblem::Format, format!("not a safetensors file: {e}")))?;
-        let dim = self.manifest.settings.feature_dim;
-        let rows = entry.rows;
-        let get = |name: &str, dtype: Dtype, shape: &[usize]| -> Result<Vec<u8>> {
-            let t = st
-                .tensor(name)
-                .map_err(|_| shard_err(ShardProblem::Format, format!("tensor `{name}` missing")))?;
-            if t.dtype() != dtype || t.shape() != shape {
-                return Err(shard_err(
-                    ShardProblem::Format,
-                    format!(
-                        "tensor `{name}` is {:?} {:?}, expected {dtype:?} {shape:?}",
-                        t.dtype(),
-                        t.shape()
-                    ),
-                ));
-            }
-            Ok(t.data().to_vec())
-        };
-        let features = match self.manifest.settings.dtype {
-            FeatureDType::F32 => get("features", Dtype::F32, &[rows, dim])?
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            FeatureDType::F16 => get("features", Dtype::F16, &[rows, dim])?
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-        };
-        let ints = |name: &str| -> Result<Vec<i64>> {
-            Ok(get(name, Dtype::I64, &[rows])?
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
-                .collect())
-        };
-        let data = ShardData {
-            features,
-            label: ints("label")?,
-            image: ints("image")?,
-            view: ints("view")?,
-        };
-        let n_images = self.manifest.images.len() as i64;
-        let n_classes = self.manifest.classes.len() as i64;
-        for r in 0..rows {
-            let (img, lab) = (data.image[r], data.label[r]);
-            if img < 0 || img >= n_images {
-                return Err(shard_err(
-                    ShardProblem::Index,
-                    format!("row {r}: image index {img} outside the manifest's {n_images} images"),
-                ));
-            }
-            if lab < 0 || lab >= n_classes || self.manifest.images[img as usize].label as i64 != lab
-            {
-                return Err(shard_err(
-                    ShardProblem::Index,
-                    format!("row {r}: label {lab} disagrees with the manifest"),
-                ));
-            }
-        }
-        Ok(data)
+        let m = &self.manifest;
+        let classes = m.classes.len();
+        read_shard(
+            &self.dir,
+            entry,
+            m.settings.feature_dim,
+            m.settings.dtype,
+            &|i| m.images.get(i).map(|e| e.label).filter(|&l| l < classes),
+        )
     }
 
     /// Index of the last image with rows in `entry` (a shard that passes verification).

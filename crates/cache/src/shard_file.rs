@@ -6,12 +6,10 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::error::ShardProblem;
 use crate::manifest::FeatureDType;
@@ -45,6 +43,9 @@ pub struct ShardFile {
     dim: usize,
     dtype: FeatureDType,
     spans: HashMap<&'static str, Span>,
+    /// Reused for the raw bytes of [`read_features`](Self::read_features): streaming training
+    /// calls it once per row.
+    scratch: std::cell::RefCell<Vec<u8>>,
 }
 
 /// The tensors of a shard: name, dtype, bytes per element and trailing shape.
@@ -56,21 +57,6 @@ const TENSORS: [(&str, &str, u64); 6] = [
     ("crop_box", "I64", 8),
     ("flip", "U8", 1),
 ];
-
-/// sha256 of a file, read in 1 MiB blocks (bounded memory).
-pub fn file_sha256(path: &Path) -> Result<String> {
-    let mut f = File::open(path).map_err(|e| open_error(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
 
 fn open_error(path: &Path, e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::NotFound {
@@ -86,7 +72,8 @@ fn open_error(path: &Path, e: std::io::Error) -> Error {
 
 impl ShardFile {
     /// Opens `path` and checks that it holds `rows` rows of width `dim` in `dtype` with every
-    /// tensor headstart writes. The checksum is not checked here (see [`file_sha256`]).
+    /// tensor headstart writes. The checksum is not checked here: read the shard once with
+    /// [`crate::reader::read_shard`] for that.
     pub fn open(path: &Path, rows: usize, dim: usize, dtype: FeatureDType) -> Result<Self> {
         let bad = |reason: String| Error::Shard {
             path: path.to_path_buf(),
@@ -156,6 +143,7 @@ impl ShardFile {
             dim,
             dtype,
             spans,
+            scratch: Default::default(),
         })
     }
 
@@ -192,7 +180,8 @@ impl ShardFile {
 
     /// Features of rows `row..row + count`, widened to f32, appended to `out`.
     pub fn read_features(&self, row: usize, count: usize, out: &mut Vec<f32>) -> Result<()> {
-        let mut raw = Vec::new();
+        let mut raw = self.scratch.borrow_mut();
+        raw.clear();
         self.read_raw("features", row, count, &mut raw)?;
         match self.dtype {
             FeatureDType::F32 => out.extend(

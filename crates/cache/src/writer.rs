@@ -383,22 +383,7 @@ impl CacheWriter {
 /// Commit 0 of a new cache: its settings and classes.
 fn start(dir: &Path, settings: CacheSettings, classes: Vec<String>) -> Result<(Manifest, u64)> {
     let m = Manifest::new(settings, classes);
-    journal::write_commit(
-        dir,
-        &Commit {
-            commit: 0,
-            start: Some(journal::Start {
-                format: crate::manifest::FORMAT.to_string(),
-                format_version: FORMAT_VERSION,
-                settings: m.settings.clone(),
-                classes: m.classes.clone(),
-            }),
-            first_image: 0,
-            images: Vec::new(),
-            stale: Vec::new(),
-            shards: Vec::new(),
-        },
-    )?;
+    journal::write_commit(dir, &Commit::opening(&m))?;
     Ok((m, 1))
 }
 
@@ -497,12 +482,7 @@ fn repair(dir: &Path, mut m: Manifest, warnings: &mut Vec<String>) -> Result<Rep
 }
 
 fn remove_manifest(dir: &Path) -> Result<()> {
-    let p = Manifest::path_in(dir);
-    match std::fs::remove_file(&p) {
-        Ok(()) => crate::atomic::sync_dir(dir).map_err(|e| Error::io(dir, e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(p, e)),
-    }
+    crate::atomic::remove_durably(&Manifest::path_in(dir))
 }
 
 /// Removes a cache's manifest first (so that no reader trusts what follows), then its journal
@@ -521,12 +501,7 @@ fn remove_cache_files(dir: &Path, m: &Manifest) -> Result<()> {
         if !s.file.starts_with("shard-") || !s.file.ends_with(".safetensors") {
             continue; // never delete anything but our own shards
         }
-        let p = dir.join(&s.file);
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(p, e)),
-        }
+        crate::atomic::remove_durably(&dir.join(&s.file))?;
     }
     Ok(())
 }

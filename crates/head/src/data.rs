@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 
-use headstart_cache::CachedRows;
 use serde::{Deserialize, Serialize};
 
 /// Which rows of a training image train the head.
@@ -41,28 +40,7 @@ impl Rows {
         self.y.is_empty()
     }
 
-    /// Selects the rows of `images` (all views or only view 0).
-    pub fn select(rows: &CachedRows, images: &[usize], views: ViewSelection) -> Self {
-        let set: HashSet<usize> = images.iter().copied().collect();
-        let mut out = Rows {
-            dim: rows.dim,
-            ..Default::default()
-        };
-        for i in 0..rows.len() {
-            let img = rows.image[i] as usize;
-            if !set.contains(&img) || (views == ViewSelection::Eval && rows.view[i] != 0) {
-                continue;
-            }
-            out.x.extend_from_slice(rows.row(i));
-            out.y.push(rows.label[i] as u32);
-            out.image.push(img);
-            out.view.push(rows.view[i] as u32);
-        }
-        out
-    }
-
-    /// The rows of `images` (all views or only view 0), in order: what [`Rows::select`] gives
-    /// on the cache for a subset of these rows' images.
+    /// The rows of `images` (all views or only view 0), in their order here.
     pub fn filter(&self, images: &[usize], views: ViewSelection) -> Self {
         let set: HashSet<usize> = images.iter().copied().collect();
         let idx: Vec<usize> = (0..self.len())

@@ -5,8 +5,9 @@
 
 use std::rc::Rc;
 
-use headstart_cache::shard_file::{file_sha256, ShardFile, ShardPool};
-use headstart_cache::{CacheIndex, ImageTable};
+use headstart_cache::reader::{read_shard, ShardData};
+use headstart_cache::shard_file::ShardPool;
+use headstart_cache::CacheIndex;
 
 use crate::data::{Rows, ViewSelection};
 use crate::{Error, Result};
@@ -221,30 +222,24 @@ pub fn load_rows(
         Labels::with_capacity(classes, on_disk(n_val)),
     );
     let mut starts = vec![0u64];
-    let mut features = Vec::new();
+    let classes_n = cache.classes().len();
+    let label_of = |i: usize| {
+        cache
+            .images
+            .label
+            .get(i)
+            .map(|&l| l as usize)
+            .filter(|&l| l < classes_n)
+    };
     for entry in cache.shards() {
-        let path = cache.dir.join(&entry.file);
-        let sha = file_sha256(&path)?;
-        if sha != entry.sha256 {
-            return Err(headstart_cache::Error::Shard {
-                path,
-                kind: headstart_cache::error::ShardProblem::Checksum,
-                reason: format!(
-                    "checksum mismatch: sha256 is {sha}, manifest says {}",
-                    entry.sha256
-                ),
-            }
-            .into());
-        }
-        let f = ShardFile::open(&path, entry.rows, dim, cache.settings().dtype)?;
-        let image = f.read_i64("image", 0, entry.rows)?;
-        let view = f.read_i64("view", 0, entry.rows)?;
-        let label = f.read_i64("label", 0, entry.rows)?;
-        check_indices(&path, &image, &label, &cache.images)?;
-        features.clear();
-        if in_memory {
-            f.read_features(0, entry.rows, &mut features)?;
-        }
+        // One read per shard: checksum, structure and indices checked (the features are kept
+        // only when the rows stay in memory).
+        let ShardData {
+            features,
+            image,
+            view,
+            label,
+        } = read_shard(&cache.dir, entry, dim, cache.settings().dtype, &label_of)?;
         let first = *starts.last().expect("starts with 0");
         for r in 0..entry.rows {
             let img = image[r] as usize;
@@ -321,30 +316,4 @@ pub fn load_rows(
         streamed: true,
         bytes,
     })
-}
-
-fn check_indices(
-    path: &std::path::Path,
-    image: &[i64],
-    label: &[i64],
-    images: &ImageTable,
-) -> Result<()> {
-    for (r, (&img, &lab)) in image.iter().zip(label).enumerate() {
-        let ok = img >= 0
-            && (img as usize) < images.len()
-            && lab >= 0
-            && images.label[img as usize] as i64 == lab;
-        if !ok {
-            return Err(headstart_cache::Error::Shard {
-                path: path.to_path_buf(),
-                kind: headstart_cache::error::ShardProblem::Index,
-                reason: format!(
-                    "row {r}: image {img} / label {lab} disagree with the manifest's {} images",
-                    images.len()
-                ),
-            }
-            .into());
-        }
-    }
-    Ok(())
 }

@@ -167,7 +167,6 @@ pub fn run(c: Command) -> Result<()> {
             }
             let c = FeatureCache::open(&cache)?;
             let m = &c.manifest;
-            let count = |s: ImageStatus| m.images.iter().filter(|e| e.status == s).count();
             let info = json!({
                 "cache": cache,
                 "backbone": m.settings.backbone.name,
@@ -177,9 +176,9 @@ pub fn run(c: Command) -> Result<()> {
                 "dtype": m.settings.dtype.name(),
                 "feature_dim": m.settings.feature_dim,
                 "classes": m.classes,
-                "images_ok": count(ImageStatus::Ok),
-                "images_skipped": count(ImageStatus::Skipped),
-                "images_stale": count(ImageStatus::Stale),
+                "images_ok": m.count(ImageStatus::Ok),
+                "images_skipped": m.count(ImageStatus::Skipped),
+                "images_stale": m.count(ImageStatus::Stale),
                 "rows": m.rows,
                 "shards": m.shards.len(),
                 "format_version": m.format_version,

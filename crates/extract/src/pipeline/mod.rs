@@ -91,13 +91,7 @@ pub fn extract(
     )?;
     let mut notes = std::mem::take(&mut writer.warnings);
     notes.extend(dataset.notes.iter().cloned());
-    let count_stale = |m: &headstart_cache::Manifest| {
-        m.images
-            .iter()
-            .filter(|e| e.status == ImageStatus::Stale)
-            .count()
-    };
-    let stale_before = count_stale(writer.manifest());
+    let stale_before = writer.manifest().count(ImageStatus::Stale);
     let known: HashMap<String, String> = writer
         .manifest()
         .images
@@ -180,27 +174,12 @@ pub fn extract(
             reason: e.reason.clone().unwrap_or_default(),
         })
         .collect();
-    let mut per_class = vec![0usize; manifest.classes.len()];
-    for e in manifest
-        .images
-        .iter()
-        .filter(|e| e.status == ImageStatus::Ok)
-    {
-        per_class[e.label] += 1;
-    }
-    let empty_classes = manifest
-        .classes
-        .iter()
-        .zip(&per_class)
-        .filter(|(_, &n)| n == 0)
-        .map(|(c, _)| c.clone())
-        .collect();
     Ok(ExtractReport {
         cache: cache_dir.to_path_buf(),
         part: opts.part,
         written_to: target,
         images_in_part: in_part,
-        images_ok: per_class.iter().sum(),
+        images_ok: manifest.count(ImageStatus::Ok),
         images_skipped: skipped.len(),
         skipped,
         views: opts.views,
@@ -215,8 +194,8 @@ pub fn extract(
         images_processed: processed,
         images_reused: reused,
         // Changed files go stale when re-added, removed ones at the end: count both.
-        images_stale: count_stale(&manifest) - stale_before,
-        empty_classes,
+        images_stale: manifest.count(ImageStatus::Stale) - stale_before,
+        empty_classes: manifest.empty_classes(),
         notes,
     })
 }
