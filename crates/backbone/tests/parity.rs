@@ -3,26 +3,9 @@
 use candle_core::{Device, Tensor};
 use headstart_backbone::weights::WeightMap;
 use headstart_backbone::{Architecture, Backbone, Engine};
-use headstart_testkit::shared;
+mod common;
 
-fn expected(rel: &str) -> std::collections::HashMap<String, Tensor> {
-    candle_core::safetensors::load(shared(rel), &Device::Cpu).expect("fixture readable")
-}
-
-fn l2_norm(t: &Tensor) -> f32 {
-    t.sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .sqrt()
-}
-
-fn rel_err(out: &Tensor, reference: &Tensor) -> f32 {
-    assert_eq!(out.dims(), reference.dims());
-    l2_norm(&(out - reference).unwrap()) / l2_norm(reference)
-}
+use common::{expected, rel_err, shared};
 
 fn check(arch: Architecture, weights: &str, fixture: &str) {
     let w = WeightMap::from_file(&shared(weights), None).unwrap();
@@ -94,28 +77,11 @@ fn wrong_architecture_names_the_tensor_and_both_shapes() {
     assert!(err.contains("missing tensor `_conv_stem.weight`"), "{err}");
 }
 
-/// The ten photos named in a fixture's `eval_images` metadata, through our decoder and eval
-/// transform, as a `[10, 3, 224, 224]` batch.
+/// The ten photos of a CNN fixture through our decoder and eval transform.
 fn our_eval_batch(fixture: &str, arch: Architecture) -> Tensor {
-    let bytes = std::fs::read(shared(fixture)).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let list = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("eval_images"))
-        .expect("eval_images metadata")
-        .clone();
-    let paths: Vec<String> = serde_json::from_str(&list).unwrap();
-    assert_eq!(paths.len(), 10);
-    let cfg = arch.config().preprocess;
-    let mut data = Vec::new();
-    for p in &paths {
-        let b = std::fs::read(shared(p)).unwrap();
-        data.extend(
-            headstart_backbone::preprocess::eval_input(&b, &cfg, &Default::default()).unwrap(),
-        );
-    }
-    Tensor::from_vec(data, (10, 3, 224, 224), &Device::Cpu).unwrap()
+    let batch = common::our_eval_batch(fixture, arch);
+    assert_eq!(batch.dims()[0], 10);
+    batch
 }
 
 #[test]

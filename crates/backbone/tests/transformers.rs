@@ -7,49 +7,9 @@ use headstart_backbone::models::vit::VitConfig;
 use headstart_backbone::weights::WeightMap;
 use headstart_backbone::{Architecture, Backbone};
 use headstart_core::config::TransformerFamily;
-use headstart_testkit::shared;
+mod common;
 
-fn expected(rel: &str) -> std::collections::HashMap<String, Tensor> {
-    candle_core::safetensors::load(shared(rel), &Device::Cpu).expect("fixture readable")
-}
-
-fn l2(t: &Tensor) -> f32 {
-    t.sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .sqrt()
-}
-
-fn rel_err(out: &Tensor, reference: &Tensor) -> f32 {
-    assert_eq!(out.dims(), reference.dims());
-    l2(&(out - reference).unwrap()) / l2(reference)
-}
-
-/// The fixture's photos through our decoder and eval transform.
-fn our_eval_batch(fixture: &str, arch: Architecture) -> Tensor {
-    let bytes = std::fs::read(shared(fixture)).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let list = meta.metadata().as_ref().unwrap()["eval_images"].clone();
-    let paths: Vec<String> = serde_json::from_str(&list).unwrap();
-    let cfg = arch.config().preprocess;
-    let mut data = Vec::new();
-    for p in &paths {
-        // These fixtures name the photos relative to ../shared/data.
-        let rel = if p.starts_with("data/") {
-            p.clone()
-        } else {
-            format!("data/{p}")
-        };
-        let b = std::fs::read(shared(&rel)).unwrap();
-        data.extend(
-            headstart_backbone::preprocess::eval_input(&b, &cfg, &Default::default()).unwrap(),
-        );
-    }
-    Tensor::from_vec(data, (paths.len(), 3, 224, 224), &Device::Cpu).unwrap()
-}
+use common::{expected, our_eval_batch, rel_err, shared};
 
 fn check_fixture(arch: Architecture, dir: &str, width: usize) {
     // The weights' folder holds the fixture's config.json: it sizes the model.

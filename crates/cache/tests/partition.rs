@@ -6,6 +6,7 @@ use std::path::Path;
 use headstart_cache::partition::{open_part, parts_status};
 use headstart_cache::*;
 use headstart_core::config::{Architecture, AugmentParams};
+use headstart_testkit::cache_files;
 
 fn settings(views: u32) -> CacheSettings {
     CacheSettings {
@@ -91,26 +92,6 @@ fn write(dir: &Path, n: usize, part: Option<Part>, k: u32, stop_after: Option<us
         }
     }
     w.finish().unwrap();
-}
-
-/// manifest.json and the shards: what a reader of the cache sees.
-fn cache_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n == "manifest.json" || n.ends_with(".safetensors")
-        })
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 fn merge_quiet(dir: &Path) -> Result<MergeReport> {

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use headstart_cache::*;
 use headstart_core::config::{Architecture, AugmentParams, Interpolation};
+use headstart_testkit::snapshot;
 
 fn settings(seed: u64, dtype: FeatureDType) -> CacheSettings {
     let backbone = Architecture::ResNet18.config();
@@ -73,24 +74,6 @@ fn write(dir: &Path, n: usize, stop_after: Option<usize>) {
         }
     }
     w.finish().unwrap();
-}
-
-/// Every file under `dir` (the journal's too, and excluding the lock file) with its bytes.
-fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, Vec<u8>)>) {
-        for e in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()) {
-            let name = format!("{prefix}{}", e.file_name().to_string_lossy());
-            if e.file_type().unwrap().is_dir() {
-                walk(&e.path(), &format!("{name}/"), out);
-            } else if !name.ends_with(".headstart.lock") {
-                out.push((name, std::fs::read(e.path()).unwrap()));
-            }
-        }
-    }
-    let mut v = Vec::new();
-    walk(dir, "", &mut v);
-    v.sort();
-    v
 }
 
 #[test]

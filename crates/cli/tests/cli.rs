@@ -1,34 +1,11 @@
 //! End-to-end tests of the `headstart` binary on the shared photos and weights.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use headstart_testkit::shared;
+mod common;
+
+use common::*;
 use serde_json::Value;
-
-fn lite0() -> PathBuf {
-    shared("weights/efficientnet-lite0/efficientnet-lite0-57934424.pth")
-}
-
-fn headstart(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_headstart"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HOME", "/nonexistent-hf-home")
-        .env("TORCH_HOME", "/nonexistent-torch-home")
-        .output()
-        .expect("binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = headstart(args);
-    assert!(
-        out.status.success(),
-        "headstart {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn sorted_photos(class: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(shared("data/flowers").join(class))
@@ -39,16 +16,9 @@ fn sorted_photos(class: &str) -> Vec<PathBuf> {
     v
 }
 
-const CLASSES: [&str; 5] = ["daisy", "dandelion", "rose", "sunflower", "tulip"];
-
 /// Links photos `range` of every class into `dir/<class>/`.
 fn link_subset(dir: &Path, range: std::ops::Range<usize>) {
-    for c in CLASSES {
-        std::fs::create_dir_all(dir.join(c)).unwrap();
-        for p in &sorted_photos(c)[range.clone()] {
-            std::os::unix::fs::symlink(p, dir.join(c).join(p.file_name().unwrap())).unwrap();
-        }
-    }
+    link_photos(dir, &CLASSES, range);
 }
 
 #[test]

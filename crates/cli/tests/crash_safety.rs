@@ -1,75 +1,19 @@
 //! Kill anywhere, lose nothing: SIGKILLed extractions resume to byte-identical caches, a second
 //! writer is locked out, and train-head outputs are never torn.
 
-use headstart_testkit::shared;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_headstart"));
-    c.env("HF_HUB_OFFLINE", "1");
-    c
-}
-
 fn extract_args(data: &Path, cache: &Path) -> Vec<String> {
-    let w = shared("weights/efficientnet-lite0/efficientnet-lite0-57934424.pth");
-    [
-        "extract",
-        &data.display().to_string(),
-        "--cache",
-        &cache.display().to_string(),
-        "--backbone",
-        "efficientnet-lite0",
-        "--weights",
-        &w.display().to_string(),
-        "--views",
-        "1",
-        "--shard-size",
-        "6",
-        "--batch-size",
-        "6",
-        "--quiet",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    common::extract_args(data, cache, &[])
 }
 
 fn dataset(root: &Path) {
-    for class in ["daisy", "rose", "tulip"] {
-        let mut photos: Vec<PathBuf> = std::fs::read_dir(shared("data/flowers").join(class))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        photos.sort();
-        std::fs::create_dir_all(root.join(class)).unwrap();
-        for p in &photos[..8] {
-            std::os::unix::fs::symlink(p, root.join(class).join(p.file_name().unwrap())).unwrap();
-        }
-    }
-}
-
-/// Every file under `dir` (the journal's too) but hidden ones, with its bytes.
-fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, Vec<u8>)>) {
-        for e in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()) {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
-            let name = format!("{prefix}{name}");
-            if e.file_type().unwrap().is_dir() {
-                walk(&e.path(), &format!("{name}/"), out);
-            } else {
-                out.push((name, std::fs::read(e.path()).unwrap()));
-            }
-        }
-    }
-    let mut v = Vec::new();
-    walk(dir, "", &mut v);
-    v.sort();
-    v
+    link_photos(root, &["daisy", "rose", "tulip"], 0..8);
 }
 
 /// Shards recorded by the journal so far (commit 0 opens the journal; each later one, until the

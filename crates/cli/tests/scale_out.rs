@@ -2,65 +2,28 @@
 //! merge equals a single-process run row for row (and byte for byte), and bad `--part` use is
 //! refused with a clear message.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Output, Stdio};
 
+use common::*;
 use headstart_cache::FeatureCache;
-use headstart_testkit::shared;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_headstart"));
-    c.env("HF_HUB_OFFLINE", "1")
-        .env_remove("SLURM_ARRAY_TASK_ID")
-        .env_remove("JOB_COMPLETION_INDEX");
-    c
-}
-
+/// Lite0 with small settings, one thread per process (three run at once), then `extra`.
 fn extract_args(data: &Path, cache: &Path, extra: &[&str]) -> Vec<String> {
-    let w = shared("weights/efficientnet-lite0/efficientnet-lite0-57934424.pth");
-    let mut v: Vec<String> = [
-        "extract",
-        &data.display().to_string(),
-        "--cache",
-        &cache.display().to_string(),
-        "--backbone",
-        "efficientnet-lite0",
-        "--weights",
-        &w.display().to_string(),
-        "--views",
-        "1",
-        "--shard-size",
-        "6",
-        "--batch-size",
-        "6",
-        "--threads",
-        "1",
-        "--quiet",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+    let mut more = vec!["--threads", "1"];
+    more.extend_from_slice(extra);
+    common::extract_args(data, cache, &more)
 }
 
 fn run(args: &[String]) -> Output {
-    bin().args(args).output().unwrap()
+    headstart(args)
 }
 
 fn dataset(root: &Path) {
-    for class in ["daisy", "rose", "tulip"] {
-        let mut photos: Vec<PathBuf> = std::fs::read_dir(shared("data/flowers").join(class))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        photos.sort();
-        std::fs::create_dir_all(root.join(class)).unwrap();
-        for p in &photos[..7] {
-            std::os::unix::fs::symlink(p, root.join(class).join(p.file_name().unwrap())).unwrap();
-        }
-    }
+    link_photos(root, &["daisy", "rose", "tulip"], 0..7);
     // A file every run must skip, and name.
     std::fs::write(root.join("rose/broken.jpg"), b"\xff\xd8\xff\xe0 not really").unwrap();
 }
@@ -75,25 +38,6 @@ fn rows(cache: &Path) -> HashMap<(String, i64), Vec<f32>> {
             ((path, r.view[i]), r.row(i).to_vec())
         })
         .collect()
-}
-
-fn top_level_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n == "manifest.json" || n.ends_with(".safetensors")
-        })
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]
@@ -176,7 +120,7 @@ fn three_concurrent_parts_merge_into_the_single_process_cache() {
         assert_eq!(Some(fa), b.get(key), "row {key:?} differs");
     }
     // Stronger: the very same files.
-    assert_eq!(top_level_files(&single), top_level_files(&parted));
+    assert_eq!(cache_files(&single), cache_files(&parted));
 
     // kill -9 during a merge (two rows per shard, so it takes a while), then rerun: same bytes.
     let fine = || -> Vec<String> {
@@ -198,7 +142,7 @@ fn three_concurrent_parts_merge_into_the_single_process_cache() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let want = top_level_files(&parted);
+    let want = cache_files(&parted);
     for delay_ms in [0u64, 2, 5, 8, 12, 16, 25] {
         let mut child = bin()
             .args(fine())
@@ -215,12 +159,12 @@ fn three_concurrent_parts_merge_into_the_single_process_cache() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(top_level_files(&parted), want, "killed after {delay_ms} ms");
+        assert_eq!(cache_files(&parted), want, "killed after {delay_ms} ms");
     }
     // Back to the parts' shard size for training below.
     let out = run(&["cache".into(), "merge".into(), parted.display().to_string()]);
     assert!(out.status.success());
-    assert_eq!(top_level_files(&single), top_level_files(&parted));
+    assert_eq!(cache_files(&single), cache_files(&parted));
     let out = run(&[
         "train-head".into(),
         "--cache".into(),

@@ -1,42 +1,14 @@
 //! DINOv2 and CLIP through the binary: extract → train-head → predict → eval with the fixtures'
 //! weights (their config.json beside them sizes the models), and `classify` refusing clearly.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-use headstart_testkit::shared;
+use std::path::Path;
 
-fn headstart(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_headstart"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HOME", "/nonexistent-hf-home")
-        .output()
-        .expect("binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = headstart(args);
-    assert!(
-        out.status.success(),
-        "headstart {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::*;
 
 fn dataset(root: &Path) {
-    for class in ["daisy", "rose", "tulip"] {
-        let mut photos: Vec<PathBuf> = std::fs::read_dir(shared("data/flowers").join(class))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        photos.sort();
-        std::fs::create_dir_all(root.join(class)).unwrap();
-        for p in &photos[..5] {
-            std::os::unix::fs::symlink(p, root.join(class).join(p.file_name().unwrap())).unwrap();
-        }
-    }
+    link_photos(root, &["daisy", "rose", "tulip"], 0..5);
 }
 
 #[test]

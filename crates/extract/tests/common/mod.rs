@@ -1,5 +1,5 @@
 //! Shared fixtures of the extract integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -8,7 +8,7 @@ use candle_core::Device;
 use headstart_backbone::weights::WeightMap;
 use headstart_backbone::{Architecture, Backbone};
 
-pub use headstart_testkit::shared;
+pub use headstart_testkit::{shared, snapshot};
 
 /// ResNet-18 with the fixture's random weights (fast, deterministic), and a fake weights hash.
 pub fn resnet18() -> &'static Backbone {
@@ -44,26 +44,4 @@ pub fn make_dataset(root: &Path, classes: &[&str], n: u32) {
                 .unwrap();
         }
     }
-}
-
-/// All files under a directory (relative name → bytes; the journal's too), sorted, skipping
-/// the lock file.
-pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, Vec<u8>)>) {
-        for e in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()) {
-            if e.file_name() == ".headstart.lock" {
-                continue;
-            }
-            let name = format!("{prefix}{}", e.file_name().to_string_lossy());
-            if e.file_type().unwrap().is_dir() {
-                walk(&e.path(), &format!("{name}/"), out);
-            } else {
-                out.push((name, std::fs::read(e.path()).unwrap()));
-            }
-        }
-    }
-    let mut v = Vec::new();
-    walk(dir, "", &mut v);
-    v.sort();
-    v
 }
