@@ -112,11 +112,6 @@ impl<R: Read> Read for HashingReader<R> {
 impl CacheIndex {
     /// Opens `dir` (shared lock, as [`FeatureCache::open`]) and reads its manifest compactly.
     pub fn open(dir: &Path) -> Result<Self> {
-        if !dir.is_dir() {
-            return Err(Error::NotACache {
-                path: dir.to_path_buf(),
-            });
-        }
         let path = Manifest::path_in(dir);
         let lock = FeatureCache::lock_for_reading(dir)?;
         let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;

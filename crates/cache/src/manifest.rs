@@ -71,10 +71,16 @@ pub struct CacheSettings {
 impl CacheSettings {
     /// Human-readable list of the settings that differ (`name: cache has X, this run has Y`).
     pub fn differences(&self, other: &CacheSettings) -> Vec<String> {
+        self.differences_as(other, "cache has", "this run has")
+    }
+
+    /// [`differences`](Self::differences) with other words for the two sides
+    /// (`name: {ours} X, {theirs} Y`).
+    pub fn differences_as(&self, other: &CacheSettings, ours: &str, theirs: &str) -> Vec<String> {
         let mut out = Vec::new();
         let mut cmp = |name: &str, a: String, b: String| {
             if a != b {
-                out.push(format!("{name}: cache has {a}, this run has {b}"));
+                out.push(format!("{name}: {ours} {a}, {theirs} {b}"));
             }
         };
         cmp(

@@ -143,20 +143,15 @@ pub fn merge(
     for (i, lock) in locks {
         let dir = Part { index: i, count: n }.dir(cache);
         let manifest = part_finished(&dir)?.ok_or_else(|| status.not_merged(cache))?;
-        let mut diffs = settings.differences(&manifest.settings);
+        let mut diffs =
+            settings.differences_as(&manifest.settings, "partition.json has", "this part has");
         if manifest.classes != status.record.classes {
             diffs.push("classes differ from partition.json's".into());
         }
         if !diffs.is_empty() {
             return Err(Error::ConfigMismatch {
                 path: dir,
-                differences: diffs
-                    .into_iter()
-                    .map(|d| {
-                        d.replace("cache has", "partition.json has")
-                            .replace("this run has", "this part has")
-                    })
-                    .collect(),
+                differences: diffs,
             });
         }
         let first_shard = specs.len();

@@ -172,13 +172,6 @@ pub fn read_shard(
 impl FeatureCache {
     /// Opens `dir` and parses its manifest (no shard is read yet).
     pub fn open(dir: &Path) -> Result<Self> {
-        // Not a cache: say so before touching anything (no lock file is created in a folder that
-        // is not a cache — a data folder, say).
-        if !dir.is_dir() {
-            return Err(Error::NotACache {
-                path: dir.to_path_buf(),
-            });
-        }
         // A shared lock: fails at once, naming the writer, while an extract is writing here.
         let lock = Self::lock_for_reading(dir)?;
         Ok(Self {
@@ -192,6 +185,13 @@ impl FeatureCache {
     /// writing it), or says why the directory cannot be read: no cache, an unfinished one, or a
     /// partitioned one not merged yet.
     pub(crate) fn lock_for_reading(dir: &Path) -> Result<DirLock> {
+        // Not a cache: say so before touching anything (no lock file is created in a folder that
+        // is not a cache — a data folder, say).
+        if !dir.is_dir() {
+            return Err(Error::NotACache {
+                path: dir.to_path_buf(),
+            });
+        }
         let has_manifest = Manifest::path_in(dir).is_file();
         if has_manifest || crate::journal::has_journal(dir) {
             let lock = DirLock::acquire_shared(dir)?;

@@ -68,21 +68,14 @@ fn parts_json(cache: &std::path::Path, s: &PartsStatus) -> serde_json::Value {
 /// Problems of an unmerged partitioned cache: each finished part's shards, and the parts that
 /// are not finished.
 fn verify_parts(cache: &std::path::Path, s: &PartsStatus) -> Vec<Problem> {
+    let part = |index| Part {
+        index,
+        count: s.record.parts,
+    };
     let mut out = Vec::new();
     for &i in &s.finished {
-        let name = Part {
-            index: i,
-            count: s.record.parts,
-        }
-        .dir_name();
-        for mut p in FeatureCache::verify_dir(
-            &Part {
-                index: i,
-                count: s.record.parts,
-            }
-            .dir(cache),
-        ) {
-            p.file = format!("parts/{name}/{}", p.file);
+        for mut p in FeatureCache::verify_dir(&part(i).dir(cache)) {
+            p.file = format!("parts/{}/{}", part(i).dir_name(), p.file);
             out.push(p);
         }
     }
@@ -92,16 +85,9 @@ fn verify_parts(cache: &std::path::Path, s: &PartsStatus) -> Vec<Problem> {
     ] {
         for &i in list {
             out.push(Problem {
-                file: format!(
-                    "parts/{}",
-                    Part {
-                        index: i,
-                        count: s.record.parts
-                    }
-                    .dir_name()
-                ),
+                file: format!("parts/{}", part(i).dir_name()),
                 check: "part".into(),
-                message: format!("part {i}/{} is {what}", s.record.parts),
+                message: format!("part {} is {what}", part(i)),
             });
         }
     }
