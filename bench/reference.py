@@ -205,20 +205,44 @@ def build(name, fmt):
     return model
 
 
-def bench_forward(name, fmt, batch, reps, warmup, min_images):
+DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+
+
+def bench_forward(name, fmt, batch, reps, warmup, min_images, device="cpu", dtype="f32"):
+    """On a GPU each batch is copied from host memory and the features copied back, as
+    `headstart benchmark` does; the model and the batch are in `dtype` throughout."""
     model = build(name, fmt)
     x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=FORMATS[fmt])
     iters = max(1, math.ceil(min_images / batch))
+    if device != "cpu":
+        model = model.to(device=device, dtype=DTYPES[dtype])
+        if fmt == "channels_last":
+            model = model.to(memory_format=torch.channels_last)
+
+        def run():
+            xb = x.to(device=device, dtype=DTYPES[dtype]).contiguous(memory_format=FORMATS[fmt])
+            return model(xb).float().cpu()
+    else:
+        def run():
+            return model(x)
     with torch.inference_mode():
         for _ in range(warmup):
-            feats = model(x)
+            feats = run()
+        if device != "cpu":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         rates = []
         for _ in range(reps):
             t0 = time.perf_counter()
             for _ in range(iters):
-                feats = model(x)
+                feats = run()
+            if device != "cpu":
+                torch.cuda.synchronize()
             rates.append(iters * batch / (time.perf_counter() - t0))
-    return summarise(rates, batch=batch, iters_per_rep=iters, features=int(feats.shape[1]))
+    extra = {}
+    if device != "cpu":
+        extra["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+    return summarise(rates, batch=batch, iters_per_rep=iters, features=int(feats.shape[1]), dtype=dtype, **extra)
 
 
 def eval_transform():
@@ -279,7 +303,10 @@ def markdown(results, header):
             "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         for k, v in fwd:
-            model, fmt, _ = k.split("/")
+            parts = k.split("/")
+            model, fmt = parts[0], parts[1]
+            if len(parts) == 4:  # a GPU row: model/format/dtype/batchN
+                fmt = f"{fmt}, {parts[2]}"
             lines.append(
                 f"| {model} | {fmt} | {v['batch']} | **{fmt_rate(v['median'])}** | {fmt_rate(v['min'])} "
                 f"| {fmt_rate(v['max'])} | {v['iters_per_rep'] * v['batch']} images |"
@@ -329,7 +356,23 @@ def main():
     p.add_argument("--skip-forward", action="store_true", help="only the end-to-end runs")
     p.add_argument("--skip-e2e", action="store_true", help="only the forward runs")
     p.add_argument("--quick", action="store_true", help="smoke test: batch 2, reps 1, e2e-limit 8")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda: forward rows on the GPU, each batch "
+                   "copied from host memory and the features back (as `headstart benchmark` does), TF32 off, "
+                   "cudnn.benchmark on; every model at every batch and format")
+    p.add_argument("--dtypes", default="f32", help="with --device cuda: comma-separated f32, f16, bf16 (default f32)")
     a = p.parse_args()
+    if a.device != "cpu":
+        if not torch.cuda.is_available():
+            p.error(f"--device {a.device}: torch {torch.__version__} sees no GPU")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+    dtypes = [d for d in a.dtypes.split(",") if d]
+    for d in dtypes:
+        if d not in DTYPES:
+            p.error(f"unknown dtype {d!r}; known: {', '.join(DTYPES)}")
+        if d != "f32" and a.device == "cpu":
+            p.error("--dtypes f16/bf16 need --device cuda")
 
     torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
@@ -363,6 +406,7 @@ def main():
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
         "cpu": cpu_model(),
+        "device": a.device if a.device == "cpu" else f"{a.device} ({torch.cuda.get_device_name(0)})",
         "cores": os.cpu_count(),
         "command": command,
         "via": via,
@@ -383,11 +427,12 @@ def main():
         for m in models:
             for f in formats:
                 for b in batches:
-                    if m in TRANSFORMERS and (f != "nchw" or b != max(batches)):
+                    if a.device == "cpu" and m in TRANSFORMERS and (f != "nchw" or b != max(batches)):
                         continue
-                    key = f"{m}/{f}/batch{b}"
-                    results[key] = r = bench_forward(m, f, b, a.reps, a.warmup, a.min_images)
-                    say(f"  {key}: {r['median']:.1f} images/s (min {r['min']:.1f}, max {r['max']:.1f})")
+                    for d in dtypes:
+                        key = f"{m}/{f}/batch{b}" if a.device == "cpu" else f"{m}/{f}/{d}/batch{b}"
+                        results[key] = r = bench_forward(m, f, b, a.reps, a.warmup, a.min_images, a.device, d)
+                        say(f"  {key}: {r['median']:.1f} images/s (min {r['min']:.1f}, max {r['max']:.1f})")
     if not a.skip_e2e:
         for f in formats:
             for w in workers:
@@ -402,7 +447,8 @@ def main():
         f"Measured {meta['date']} by {shown}{' (--quick: smoke-test sizes, not real figures)' if a.quick else ''}:\n"
         f"torch {meta['torch']}, torchvision {meta['torchvision']}, Python {meta['python']}, "
         f"{meta['threads']} intra-op threads + {meta['interop_threads']} inter-op, "
-        f"CPU {meta['cpu']} ({meta['cores']} logical cores), f32, {a.reps} timed repetition{'s' if a.reps != 1 else ''} "
+        f"CPU {meta['cpu']} ({meta['cores']} logical cores), device {meta['device']}, {a.dtypes}, "
+        f"{a.reps} timed repetition{'s' if a.reps != 1 else ''} "
         f"(median, min, max), {meta['seconds']} s in all.\n"
         "Random weights (speed does not depend on their values); BN not folded (eval-mode modules as "
         "a PyTorch user runs them). EfficientNet-Lite0 is defined in bench/reference.py "

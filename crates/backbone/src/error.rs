@@ -81,6 +81,10 @@ pub enum Error {
         looked: Vec<String>,
     },
 
+    /// A CUDA device was asked for and cannot be opened (what is missing, and the fix).
+    #[error("--device cuda: {0}")]
+    Cuda(crate::device::CudaProblem),
+
     /// An image could not be decoded or is unusable.
     #[error("{reason}")]
     Image {

@@ -8,9 +8,11 @@
 //! - [`preprocess`]: decoding and the PIL + torchvision eval transform.
 //! - [`imagenet`]: the 1000 ImageNet class names.
 //! - [`batch`]: files → eval transform → batches → a model, with per-file errors.
+//! - [`device`]: CPU or CUDA, what this build and machine offer, opening a device.
 
 pub mod batch;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod imagenet;
 pub mod models;
@@ -18,5 +20,7 @@ pub mod preprocess;
 pub mod weights;
 
 pub use config::{Architecture, BackboneConfig, Interpolation, PreprocessConfig};
+pub use device::DeviceChoice;
 pub use error::{Error, Result};
-pub use models::{Backbone, Engine};
+pub use headstart_core::config::Precision;
+pub use models::{Backbone, BackboneOptions, Engine};

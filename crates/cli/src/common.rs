@@ -35,33 +35,54 @@ pub fn tune_allocator() {
     }
 }
 
-/// Where the forward pass runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
-pub enum DeviceChoice {
-    /// CUDA when compiled in and available, else CPU (the tutorial's behaviour).
-    #[default]
-    Auto,
-    /// The CPU.
-    Cpu,
-    /// The first CUDA GPU (needs a build with `--features cuda`).
-    Cuda,
+pub use headstart_backbone::DeviceChoice;
+use headstart_backbone::Precision;
+
+/// Parses `--device` (auto, cpu, cuda, cuda:N).
+pub fn parse_device(s: &str) -> std::result::Result<DeviceChoice, String> {
+    s.parse()
 }
 
-/// Opens the chosen device.
+/// Parses `--dtype` (f32, f16, bf16).
+pub fn parse_precision(s: &str) -> std::result::Result<Precision, String> {
+    Precision::ALL
+        .into_iter()
+        .find(|p| p.name() == s)
+        .ok_or_else(|| format!("'{s}' is not a dtype: use f32, f16 or bf16"))
+}
+
+/// Opens the chosen device; `auto` on a CUDA build without a usable GPU says on stderr that it
+/// runs on the CPU, and why.
 pub fn device(choice: DeviceChoice) -> Result<Device> {
-    match choice {
-        DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Auto => Ok(if candle_core::utils::cuda_is_available() {
-            Device::new_cuda(0).unwrap_or(Device::Cpu)
-        } else {
-            Device::Cpu
-        }),
-        DeviceChoice::Cuda => {
-            if !candle_core::utils::cuda_is_available() {
-                return Err(usage("--device cuda: this headstart was built without CUDA support; rebuild with `cargo build --release --features cuda`"));
-            }
-            Device::new_cuda(0).context("opening CUDA device 0")
+    let (dev, note) = headstart_backbone::device::open(choice)?;
+    if let Some(n) = note {
+        eprintln!("note: {n}");
+    }
+    Ok(dev)
+}
+
+/// `cpu` or `cuda:N (GPU name)`.
+pub fn device_name(dev: &Device) -> String {
+    match dev.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => {
+            let name = headstart_backbone::device::cuda_status()
+                .gpus
+                .get(gpu_id)
+                .map(|g| format!(" ({})", g.name))
+                .unwrap_or_default();
+            format!("cuda:{gpu_id}{name}")
         }
+        other => format!("{other:?}"),
+    }
+}
+
+/// The default batch: 32 on the CPU (more only costs memory there), 256 on a GPU.
+pub fn default_batch(dev: &Device) -> usize {
+    if dev.is_cpu() {
+        32
+    } else {
+        256
     }
 }
 
@@ -83,12 +104,70 @@ pub struct BackboneArgs {
     /// `backbone.`, `model.` or `encoder.` when every name has it).
     #[arg(long, value_name = "PREFIX")]
     pub weights_prefix: Option<String>,
-    /// Where to run the network.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+}
+
+/// Where and in which precision the network runs (the commands that run it).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Where to run the network: auto (a CUDA GPU when this build has CUDA and one is usable,
+    /// else the CPU, said on stderr), cpu, cuda or cuda:N. `headstart devices` shows what is
+    /// there.
+    #[arg(long, default_value = "auto", value_parser = parse_device, value_name = "DEVICE")]
     pub device: DeviceChoice,
+    /// Precision of the forward pass: f32 (exact: within 1e-4 of PyTorch), or on a GPU f16 or
+    /// bf16 (faster; features move by ~1e-3 (f16) / ~1e-2 (bf16) relative, see docs/gpu.md).
+    /// Recorded in the cache and the head, so precisions are never mixed.
+    #[arg(long, default_value = "f32", value_parser = parse_precision, value_name = "DTYPE")]
+    pub dtype: Precision,
+}
+
+impl RunArgs {
+    /// Opens the device, refusing reduced precision where it cannot run.
+    pub fn open(&self) -> Result<Device> {
+        if !self.dtype.is_f32() && self.device == DeviceChoice::Cpu {
+            return Err(usage(format!(
+                "--dtype {}: reduced precision runs on a GPU (--device cuda); on the CPU the forward pass is f32{}",
+                self.dtype,
+                if self.dtype == Precision::F16 {
+                    " (to store the features as f16, use --storage-dtype f16)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let dev = device(self.device)?;
+        if !self.dtype.is_f32() && dev.is_cpu() {
+            return Err(usage(format!(
+                "--dtype {}: no GPU is usable, and on the CPU the forward pass is f32 (drop --dtype, or see `headstart devices`)",
+                self.dtype
+            )));
+        }
+        Ok(dev)
+    }
 }
 
 impl BackboneArgs {
+    /// Opens the device `run` names and builds the backbone from `weights` there.
+    pub fn backbone(
+        &self,
+        run: &RunArgs,
+        arch: Architecture,
+        weights: &WeightMap,
+        with_classifier: bool,
+    ) -> Result<headstart_backbone::Backbone> {
+        let dev = run.open()?;
+        Ok(headstart_backbone::Backbone::load_with(
+            arch,
+            weights,
+            &dev,
+            &headstart_backbone::BackboneOptions {
+                with_classifier,
+                engine: headstart_backbone::Engine::Auto,
+                precision: run.dtype,
+            },
+        )?)
+    }
+
     /// The architecture, or a usage error listing the valid names.
     pub fn architecture(&self) -> Result<Architecture> {
         Architecture::from_name(&self.backbone).map_err(|e| usage(e.to_string()))

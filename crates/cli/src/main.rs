@@ -43,6 +43,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Devices(commands::devices::Args),
     Weights(commands::weights::Args),
     Classify(commands::classify::Args),
     Extract(commands::extract::Args),
@@ -50,6 +51,8 @@ enum Command {
     Predict(commands::predict::Args),
     Eval(commands::eval::Args),
     Show(commands::show::Args),
+    Forward(commands::forward::Args),
+    Benchmark(commands::benchmark::Args),
     FetchFlowers(commands::fetch::Args),
     #[command(subcommand)]
     Cache(commands::cache::Command),
@@ -66,6 +69,7 @@ fn main() {
             .build_global();
     }
     let result = match cli.command {
+        Command::Devices(a) => commands::devices::run(a),
         Command::Weights(a) => commands::weights::run(a),
         Command::Classify(a) => commands::classify::run(a),
         Command::Extract(a) => commands::extract::run(a),
@@ -73,6 +77,8 @@ fn main() {
         Command::Predict(a) => commands::predict::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Show(a) => commands::show::run(a),
+        Command::Forward(a) => commands::forward::run(a),
+        Command::Benchmark(a) => commands::benchmark::run(a),
         Command::Cache(c) => commands::cache::run(c),
         Command::FetchFlowers(a) => commands::fetch::run(a),
     };

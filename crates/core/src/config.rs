@@ -95,6 +95,45 @@ pub struct PreprocessConfig {
     pub std: [f32; 3],
 }
 
+/// The precision of a backbone's forward pass. f32 is the default and the parity target
+/// (features within 1e-4 of PyTorch's); f16 and bf16 run on a GPU, with f32 accumulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats (no TF32).
+    #[default]
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl Precision {
+    /// Every precision, in `--dtype` order.
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::F16, Precision::Bf16];
+
+    /// The name used on the command line and in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// Whether this is the default, f32.
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The architectures in the zoo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Architecture {
@@ -206,6 +245,7 @@ impl Architecture {
         let resnet = |name: &str, dim: usize, file: &str| BackboneConfig {
             name: name.to_string(),
             sizes: None,
+            precision: Precision::F32,
             preprocess: PreprocessConfig {
                 input_size: 224,
                 resize_size: 256,
@@ -226,6 +266,7 @@ impl Architecture {
             Architecture::EfficientNetLite0 => BackboneConfig {
                 name: "efficientnet-lite0".to_string(),
                 sizes: None,
+                precision: Precision::F32,
                 preprocess: PreprocessConfig {
                     input_size: 224,
                     resize_size: 256,
@@ -263,6 +304,7 @@ fn transformer(a: Architecture, repo: &str, feature_dim: usize) -> BackboneConfi
     BackboneConfig {
         name: a.name().to_string(),
         sizes: None,
+        precision: Precision::F32,
         preprocess: PreprocessConfig {
             input_size: 224,
             resize_size: if clip { 224 } else { 256 },
@@ -308,6 +350,10 @@ pub struct BackboneConfig {
     /// cache or head made with other sizes is told apart. Absent for the CNNs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sizes: Option<String>,
+    /// The forward pass's precision when it is not f32 (`--dtype f16|bf16` on a GPU): features
+    /// of another precision are never mixed into a cache or fed to a head unannounced.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
     /// Eval preprocessing.
     pub preprocess: PreprocessConfig,
     /// Width of the pooled feature vector.

@@ -114,6 +114,25 @@ impl Predictor {
         allow_mismatch: bool,
         device: &Device,
     ) -> Result<Self> {
+        Self::with_precision(
+            head,
+            weights,
+            weights_sha256,
+            allow_mismatch,
+            device,
+            headstart_backbone::Precision::F32,
+        )
+    }
+
+    /// [`Predictor::new`] with the forward pass in `precision` (f16/bf16 on a GPU).
+    pub fn with_precision(
+        head: HeadCheckpoint,
+        weights: &WeightMap,
+        weights_sha256: &str,
+        allow_mismatch: bool,
+        device: &Device,
+        precision: headstart_backbone::Precision,
+    ) -> Result<Self> {
         if !allow_mismatch && weights_sha256 != head.meta.weights_sha256 {
             return Err(Error::WeightsMismatch {
                 expected: head.meta.weights_sha256.clone(),
@@ -122,7 +141,15 @@ impl Predictor {
         }
         let arch = Architecture::from_name(&head.meta.backbone.name)
             .map_err(headstart_backbone::Error::from)?;
-        let backbone = Backbone::load(arch, weights, false, device)?;
+        let backbone = Backbone::load_with(
+            arch,
+            weights,
+            device,
+            &headstart_backbone::BackboneOptions {
+                precision,
+                ..Default::default()
+            },
+        )?;
         if backbone.config().feature_dim != head.head.dim() {
             return Err(Error::HeadMismatch(format!(
                 "the head takes {}-d features but {} gives {}-d ones",

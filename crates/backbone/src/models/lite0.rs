@@ -1,11 +1,9 @@
 //! EfficientNet-Lite0 in `efficientnet_pytorch` naming: MBConv without squeeze-and-excitation,
-//! ReLU6, batch-norm ε = 1e-3, TensorFlow "SAME" padding; batch-norm folded at load time.
+//! ReLU6, batch-norm ε = 1e-3, TensorFlow "SAME" padding; batch-norm folded at load time;
+//! described once as a [`CnnPlan`].
 
-use candle_core::{Device, Tensor};
-
-use super::cpu::{self, Act, BufferPool, Buffers, CpuConv};
-use super::ops::{global_avg_pool, Activation, ConvBn, ConvSpec, Linear, Padding};
-use super::Engine;
+use super::layers::{Activation, Conv, ConvSpec, Dense, Padding};
+use super::plan::{CnnPlan, Shortcut, Step};
 use crate::weights::WeightMap;
 use crate::Result;
 
@@ -26,85 +24,11 @@ const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
     (1, 3, 1, 6, 192, 320),
 ];
 
-#[derive(Debug)]
-struct MbConv {
-    expand: Option<ConvBn>,
-    depthwise: ConvBn,
-    project: ConvBn,
-    skip: bool,
-}
-
-impl MbConv {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match &self.expand {
-            Some(e) => e.forward(x)?,
-            None => x.clone(),
-        };
-        let y = self.depthwise.forward(&y)?;
-        let y = self.project.forward(&y)?;
-        Ok(if self.skip { (y + x)? } else { y })
-    }
-}
-
-/// An MBConv block for the CPU engine; the projection adds the skip in its epilogue.
-#[derive(Debug)]
-struct CpuMbConv {
-    expand: Option<CpuConv>,
-    depthwise: CpuConv,
-    project: CpuConv,
-    skip: bool,
-}
-
-impl CpuMbConv {
-    fn forward(&self, x: Act, bufs: &mut Buffers) -> Result<Act> {
-        let e = self
-            .expand
-            .as_ref()
-            .map(|e| e.forward(&x, None, bufs))
-            .transpose()?;
-        let d = self
-            .depthwise
-            .forward(e.as_ref().unwrap_or(&x), None, bufs)?;
-        if let Some(e) = e {
-            bufs.give(e);
-        }
-        let out = self
-            .project
-            .forward(&d, if self.skip { Some(&x) } else { None }, bufs)?;
-        bufs.give(d);
-        bufs.give(x);
-        Ok(out)
-    }
-}
-
-/// The layers, in candle's operations or in the CPU engine.
-#[derive(Debug)]
-enum Layers {
-    Candle {
-        stem: ConvBn,
-        blocks: Vec<MbConv>,
-        head: ConvBn,
-    },
-    Cpu {
-        stem: CpuConv,
-        blocks: Vec<CpuMbConv>,
-        head: CpuConv,
-        buffers: BufferPool,
-    },
-}
-
-/// A loaded EfficientNet-Lite0.
-#[derive(Debug)]
-pub struct EfficientNetLite0 {
-    layers: Layers,
-    fc: Option<Linear>,
-}
-
+/// A "SAME"-padded convolution `conv` + batch-norm `bn`.
 #[allow(clippy::too_many_arguments)]
 fn conv(
     w: &WeightMap,
     arch: &str,
-    dev: &Device,
     conv: &str,
     bn: &str,
     cin: usize,
@@ -113,8 +37,8 @@ fn conv(
     stride: usize,
     groups: usize,
     act: Activation,
-) -> Result<ConvBn> {
-    ConvBn::load(
+) -> Result<Conv> {
+    Conv::load(
         w,
         ConvSpec {
             conv,
@@ -129,163 +53,104 @@ fn conv(
             activation: act,
         },
         arch,
-        dev,
     )
 }
 
-impl EfficientNetLite0 {
-    /// Builds the network; `with_fc` also loads the ImageNet classifier `_fc`. On the CPU with
-    /// [`Engine::Auto`] the layers run in the CPU engine.
-    pub fn load(
-        w: &WeightMap,
-        arch: &str,
-        with_fc: bool,
-        dev: &Device,
-        engine: Engine,
-    ) -> Result<Self> {
-        let relu6 = Activation::Relu6;
-        let stem = conv(w, arch, dev, "_conv_stem", "_bn0", 3, STEM, 3, 2, 1, relu6)?;
-        let mut blocks = Vec::new();
-        for &(repeats, k, stride, expand, cin0, cout) in &STAGES {
-            for r in 0..repeats {
-                let (cin, s) = if r == 0 { (cin0, stride) } else { (cout, 1) };
-                let p = format!("_blocks.{}", blocks.len());
-                let mid = cin * expand;
-                let expand_conv = if expand != 1 {
-                    Some(conv(
-                        w,
-                        arch,
-                        dev,
-                        &format!("{p}._expand_conv"),
-                        &format!("{p}._bn0"),
-                        cin,
-                        mid,
-                        1,
-                        1,
-                        1,
-                        relu6,
-                    )?)
-                } else {
-                    None
-                };
-                let depthwise = conv(
+/// The network; `with_fc` also loads the ImageNet classifier `_fc`.
+pub fn plan(w: &WeightMap, arch: &str, with_fc: bool) -> Result<CnnPlan> {
+    let relu6 = Activation::Relu6;
+    let mut steps = vec![Step::Conv(conv(
+        w,
+        arch,
+        "_conv_stem",
+        "_bn0",
+        3,
+        STEM,
+        3,
+        2,
+        1,
+        relu6,
+    )?)];
+    let mut index = 0;
+    for &(repeats, k, stride, expand, cin0, cout) in &STAGES {
+        for r in 0..repeats {
+            let (cin, s) = if r == 0 { (cin0, stride) } else { (cout, 1) };
+            let p = format!("_blocks.{index}");
+            index += 1;
+            let mid = cin * expand;
+            let mut body = Vec::with_capacity(3);
+            if expand != 1 {
+                body.push(conv(
                     w,
                     arch,
-                    dev,
-                    &format!("{p}._depthwise_conv"),
-                    &format!("{p}._bn1"),
+                    &format!("{p}._expand_conv"),
+                    &format!("{p}._bn0"),
+                    cin,
                     mid,
-                    mid,
-                    k,
-                    s,
-                    mid,
+                    1,
+                    1,
+                    1,
                     relu6,
-                )?;
-                let project = conv(
-                    w,
-                    arch,
-                    dev,
-                    &format!("{p}._project_conv"),
-                    &format!("{p}._bn2"),
-                    mid,
-                    cout,
-                    1,
-                    1,
-                    1,
-                    Activation::None,
-                )?;
-                blocks.push(MbConv {
-                    expand: expand_conv,
-                    depthwise,
-                    project,
-                    skip: s == 1 && cin == cout,
-                });
+                )?);
             }
-        }
-        let head = conv(
-            w,
-            arch,
-            dev,
-            "_conv_head",
-            "_bn1",
-            320,
-            HEAD,
-            1,
-            1,
-            1,
-            relu6,
-        )?;
-        let fc = if with_fc {
-            Some(Linear::load(w, "_fc", HEAD, 1000, arch, dev)?)
-        } else {
-            None
-        };
-        let layers = if dev.is_cpu() && engine == Engine::Auto {
-            let cpu = |c: &ConvBn| c.to_cpu(c.activation(), false);
-            Layers::Cpu {
-                stem: cpu(&stem)?,
-                blocks: blocks
-                    .iter()
-                    .map(|b| {
-                        Ok(CpuMbConv {
-                            expand: b.expand.as_ref().map(cpu).transpose()?,
-                            depthwise: cpu(&b.depthwise)?,
-                            project: cpu(&b.project)?,
-                            skip: b.skip,
-                        })
-                    })
-                    .collect::<Result<_>>()?,
-                head: cpu(&head)?,
-                buffers: BufferPool::default(),
-            }
-        } else {
-            Layers::Candle { stem, blocks, head }
-        };
-        Ok(Self { layers, fc })
-    }
-
-    /// Pooled features `[N, 3, H, W] → [N, 1280]`.
-    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.layers {
-            Layers::Candle { stem, blocks, head } => {
-                let mut x = stem.forward(x)?;
-                for b in blocks {
-                    x = b.forward(&x)?;
-                }
-                global_avg_pool(&head.forward(&x)?)
-            }
-            Layers::Cpu {
-                stem,
-                blocks,
-                head,
-                buffers,
-            } => buffers.with(|bufs| {
-                // A few images at a time through the whole network: its layers are
-                // memory-bound, so this is as fast as the full batch and needs a fraction of
-                // the memory.
-                let input = cpu::input_act(x, bufs)?;
-                let mut features = Vec::with_capacity(input.n);
-                for i0 in (0..input.n).step_by(cpu::MICRO_BATCH) {
-                    let i1 = (i0 + cpu::MICRO_BATCH).min(input.n);
-                    let part = input.images(i0, i1, bufs);
-                    let mut y = stem.forward(&part, None, bufs)?;
-                    bufs.give(part);
-                    for b in blocks {
-                        y = b.forward(y, bufs)?;
-                    }
-                    let h = head.forward(&y, None, bufs)?;
-                    bufs.give(y);
-                    features.push(cpu::pooled_features(&h)?);
-                    bufs.give(h);
-                }
-                bufs.give(input);
-                Ok(Tensor::cat(&features, 0)?)
-            }),
+            body.push(conv(
+                w,
+                arch,
+                &format!("{p}._depthwise_conv"),
+                &format!("{p}._bn1"),
+                mid,
+                mid,
+                k,
+                s,
+                mid,
+                relu6,
+            )?);
+            body.push(conv(
+                w,
+                arch,
+                &format!("{p}._project_conv"),
+                &format!("{p}._bn2"),
+                mid,
+                cout,
+                1,
+                1,
+                1,
+                Activation::None,
+            )?);
+            steps.push(Step::Block {
+                body,
+                shortcut: if s == 1 && cin == cout {
+                    Shortcut::Identity
+                } else {
+                    Shortcut::None
+                },
+                activation: Activation::None,
+            });
         }
     }
-
-    /// ImageNet logits from pooled features, if the classifier was loaded.
-    pub fn classify(&self, features: &Tensor) -> Result<Option<Tensor>> {
-        self.fc.as_ref().map(|fc| fc.forward(features)).transpose()
-    }
+    steps.push(Step::Conv(conv(
+        w,
+        arch,
+        "_conv_head",
+        "_bn1",
+        320,
+        HEAD,
+        1,
+        1,
+        1,
+        relu6,
+    )?));
+    let classifier = if with_fc {
+        Some(Dense::load(w, "_fc", HEAD, 1000, arch)?)
+    } else {
+        None
+    };
+    Ok(CnnPlan {
+        steps,
+        feature_dim: HEAD,
+        classifier,
+        // Memory-bound layers throughout: a few images at a time through the whole network
+        // is as fast as the full batch and needs a fraction of the memory.
+        micro_batched_steps: usize::MAX,
+    })
 }

@@ -1,12 +1,23 @@
 //! The networks: torchvision-exact forward passes with batch-norm folded into the convolutions.
+//!
+//! Each convolutional network is described once ([`plan::CnnPlan`], built by [`resnet::plan`] and
+//! [`lite0::plan`] in the candle-free vocabulary of [`layers`]); two executors run it: the CPU
+//! engine (`cpu`, channels-last kernels) and the candle executor (`candle_net`, any device and
+//! precision — the CUDA path, and the CPU reference). The vision transformers ([`vit`]) are
+//! candle operations with fused CPU kernels for LayerNorm and softmax.
 
+mod candle_net;
 pub(crate) mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda_kernels;
+pub mod layers;
 pub mod lite0;
-pub mod ops;
+pub mod plan;
 pub mod resnet;
 pub mod vit;
 
 use candle_core::{Device, Tensor};
+use headstart_core::config::Precision;
 
 use crate::weights::WeightMap;
 use crate::{Architecture, BackboneConfig, Error, Result};
@@ -14,8 +25,9 @@ use crate::{Architecture, BackboneConfig, Error, Result};
 /// Which implementation runs the layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Engine {
-    /// The CPU engine on the CPU (channels-last, batched gemm, Winograd), candle's operations
-    /// elsewhere.
+    /// On the CPU, headstart's own kernels (the CPU engine for the CNNs: channels-last,
+    /// batched gemm, Winograd; fused LayerNorm and softmax for the ViTs); on a GPU, candle's
+    /// operations and headstart's CUDA kernels.
     #[default]
     Auto,
     /// candle's generic operations everywhere: slower on the CPU; the reference the engine is
@@ -23,10 +35,21 @@ pub enum Engine {
     Candle,
 }
 
+/// How to build a [`Backbone`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BackboneOptions {
+    /// Load the ImageNet classifier too (it must be present).
+    pub with_classifier: bool,
+    /// Which implementation runs the layers.
+    pub engine: Engine,
+    /// Precision of the forward pass (f16/bf16 on a GPU only).
+    pub precision: Precision,
+}
+
 #[derive(Debug)]
 enum Net {
-    ResNet(resnet::ResNet),
-    Lite0(lite0::EfficientNetLite0),
+    Cpu(cpu::net::CpuNet, Option<layers::Dense>),
+    Candle(candle_net::CandleNet),
     Vit(vit::Vit),
 }
 
@@ -59,15 +82,63 @@ impl Backbone {
         device: &Device,
         engine: Engine,
     ) -> Result<Self> {
+        Self::load_with(
+            arch,
+            weights,
+            device,
+            &BackboneOptions {
+                with_classifier,
+                engine,
+                precision: Precision::F32,
+            },
+        )
+    }
+
+    /// Builds `arch` from `weights` on `device` as `options` say.
+    pub fn load_with(
+        arch: Architecture,
+        weights: &WeightMap,
+        device: &Device,
+        options: &BackboneOptions,
+    ) -> Result<Self> {
         let name = arch.name();
+        candle_net::check_precision(options.precision, device)?;
         let mut config = arch.config();
-        let net = match arch {
-            Architecture::DinoV2Small
-            | Architecture::DinoV2Base
-            | Architecture::DinoV2Large
-            | Architecture::ClipVitB32
-            | Architecture::ClipVitB16
-            | Architecture::ClipVitL14 => {
+        config.precision = options.precision;
+        let with_classifier = options.with_classifier;
+        let plan = match arch {
+            Architecture::ResNet18 => Some(resnet::plan(
+                resnet::ResNetSpec::R18,
+                weights,
+                name,
+                with_classifier,
+            )?),
+            Architecture::ResNet34 => Some(resnet::plan(
+                resnet::ResNetSpec::R34,
+                weights,
+                name,
+                with_classifier,
+            )?),
+            Architecture::ResNet50 => Some(resnet::plan(
+                resnet::ResNetSpec::R50,
+                weights,
+                name,
+                with_classifier,
+            )?),
+            Architecture::EfficientNetLite0 => Some(lite0::plan(weights, name, with_classifier)?),
+            _ => None,
+        };
+        let net = match plan {
+            Some(plan) if device.is_cpu() && options.engine == Engine::Auto => {
+                let classifier = plan.classifier.clone();
+                Net::Cpu(cpu::net::CpuNet::lower(&plan)?, classifier)
+            }
+            Some(plan) => Net::Candle(candle_net::CandleNet::lower(
+                &plan,
+                device,
+                candle_net::dtype_of(options.precision),
+            )?),
+            None => {
                 let family = arch.transformer().expect("a transformer");
                 if with_classifier {
                     return Err(Error::Input(format!(
@@ -97,39 +168,15 @@ impl Backbone {
                     config.preprocess.resize_size = sizes.image_size as u32;
                 }
                 config.sizes = Some(sizes.describe());
-                Net::Vit(vit::Vit::load(sizes, weights, name, device)?)
+                Net::Vit(vit::Vit::load(
+                    sizes,
+                    weights,
+                    name,
+                    device,
+                    options.engine,
+                    candle_net::dtype_of(options.precision),
+                )?)
             }
-            Architecture::ResNet18 => Net::ResNet(resnet::ResNet::load(
-                resnet::ResNetSpec::R18,
-                weights,
-                name,
-                with_classifier,
-                device,
-                engine,
-            )?),
-            Architecture::ResNet34 => Net::ResNet(resnet::ResNet::load(
-                resnet::ResNetSpec::R34,
-                weights,
-                name,
-                with_classifier,
-                device,
-                engine,
-            )?),
-            Architecture::ResNet50 => Net::ResNet(resnet::ResNet::load(
-                resnet::ResNetSpec::R50,
-                weights,
-                name,
-                with_classifier,
-                device,
-                engine,
-            )?),
-            Architecture::EfficientNetLite0 => Net::Lite0(lite0::EfficientNetLite0::load(
-                weights,
-                name,
-                with_classifier,
-                device,
-                engine,
-            )?),
         };
         Ok(Self {
             arch,
@@ -158,8 +205,8 @@ impl Backbone {
     pub fn features(&self, images: &Tensor) -> Result<Tensor> {
         let images = images.to_device(&self.device)?;
         match &self.net {
-            Net::ResNet(n) => n.features(&images),
-            Net::Lite0(n) => n.features(&images),
+            Net::Cpu(n, _) => n.features(&images),
+            Net::Candle(n) => n.features(&images),
             Net::Vit(n) => n.features(&images),
         }
     }
@@ -167,8 +214,18 @@ impl Backbone {
     /// ImageNet logits `[N, 1000]` from pooled features; `None` if built without the classifier.
     pub fn logits_from_features(&self, features: &Tensor) -> Result<Option<Tensor>> {
         match &self.net {
-            Net::ResNet(n) => n.classify(features),
-            Net::Lite0(n) => n.classify(features),
+            Net::Cpu(_, fc) => fc
+                .as_ref()
+                .map(|fc| {
+                    let f = features
+                        .to_device(&Device::Cpu)?
+                        .to_dtype(candle_core::DType::F32)?;
+                    let w = Tensor::from_slice(&fc.weight, (fc.outputs, fc.inputs), &Device::Cpu)?;
+                    let b = Tensor::from_slice(&fc.bias, fc.outputs, &Device::Cpu)?;
+                    Ok(f.matmul(&w.t()?.contiguous()?)?.broadcast_add(&b)?)
+                })
+                .transpose(),
+            Net::Candle(n) => n.classify(features),
             Net::Vit(_) => Ok(None),
         }
     }

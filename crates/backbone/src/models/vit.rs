@@ -14,10 +14,11 @@
 //! CLIP tower is exact, but the dependency compiles every model candle-transformers has for
 //! about 80 lines shared here with DINOv2.
 
-use candle_core::{Device, IndexOp, Tensor, D};
+use candle_core::{DType, Device, IndexOp, Tensor, D};
 use rayon::prelude::*;
 use serde_json::Value;
 
+use super::Engine;
 use crate::weights::WeightMap;
 use crate::{Error, Result};
 use headstart_core::config::{Architecture, TransformerFamily};
@@ -264,22 +265,29 @@ impl Linear {
 
 #[derive(Debug)]
 struct LayerNorm {
+    /// f32, on the device (the statistics are computed in f32 whatever the forward dtype).
     w: Tensor,
     b: Tensor,
     /// The same, on the host, for the fused CPU kernel.
     wv: Vec<f32>,
     bv: Vec<f32>,
     eps: f64,
+    /// The fused CPU kernel (CPU device, [`Engine::Auto`]); else candle's operations.
+    fused: bool,
 }
 
 impl LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if !x.device().is_cpu() {
+        if !self.fused {
+            // Two passes (mean, then the variance of the centred values), in f32.
+            let dtype = x.dtype();
+            let x = x.to_dtype(DType::F32)?;
             let mean = x.mean_keepdim(D::Minus1)?;
             let xc = x.broadcast_sub(&mean)?;
             let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
             let y = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-            return Ok(y.broadcast_mul(&self.w)?.broadcast_add(&self.b)?);
+            let y = y.broadcast_mul(&self.w)?.broadcast_add(&self.b)?;
+            return Ok(y.to_dtype(dtype)?);
         }
         // One pass over the data instead of seven tensor operations: per row, the mean, then
         // the variance of the centred values (two passes over the row, so no cancellation), in
@@ -310,13 +318,16 @@ impl LayerNorm {
     }
 }
 
-/// Softmax over the last dimension: fused on the CPU (max, exp, sum, scale per row).
-fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    if !x.device().is_cpu() {
+/// Softmax over the last dimension: fused on the CPU (max, exp, sum, scale per row), else
+/// candle's operations in f32.
+fn softmax_last(x: &Tensor, fused: bool) -> Result<Tensor> {
+    if !fused {
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
         let max = x.max_keepdim(D::Minus1)?;
         let e = x.broadcast_sub(&max)?.exp()?;
         let s = e.sum_keepdim(D::Minus1)?;
-        return Ok(e.broadcast_div(&s)?);
+        return Ok(e.broadcast_div(&s)?.to_dtype(dtype)?);
     }
     let dims = x.dims().to_vec();
     let d = *dims.last().expect("at least one dimension");
@@ -363,16 +374,27 @@ pub struct Vit {
     proj: Option<Tensor>,
     /// The last interpolated position table and its grid (interpolation runs once per size).
     interpolated: std::sync::Mutex<Option<((usize, usize), Tensor)>>,
+    /// Fused CPU kernels for LayerNorm and softmax.
+    fused: bool,
+    /// The forward pass's dtype.
+    dtype: DType,
 }
 
 struct Loader<'a> {
     w: &'a WeightMap,
     name: &'a str,
     dev: &'a Device,
+    dtype: DType,
+    fused: bool,
 }
 
 impl Loader<'_> {
+    /// A weight in the forward dtype.
     fn get(&self, key: &str, shape: &[usize]) -> Result<Tensor> {
+        Ok(self.get_f32(key, shape)?.to_dtype(self.dtype)?)
+    }
+    /// A weight in f32 (LayerNorm parameters, the position table).
+    fn get_f32(&self, key: &str, shape: &[usize]) -> Result<Tensor> {
         self.w.get(key, shape, self.name, self.dev)
     }
     fn linear(&self, key: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
@@ -389,14 +411,15 @@ impl Loader<'_> {
         })
     }
     fn norm(&self, key: &str, d: usize, eps: f64) -> Result<LayerNorm> {
-        let w = self.get(&format!("{key}.weight"), &[d])?;
-        let b = self.get(&format!("{key}.bias"), &[d])?;
+        let w = self.get_f32(&format!("{key}.weight"), &[d])?;
+        let b = self.get_f32(&format!("{key}.bias"), &[d])?;
         Ok(LayerNorm {
             wv: w.to_device(&Device::Cpu)?.to_vec1()?,
             bv: b.to_device(&Device::Cpu)?.to_vec1()?,
             w,
             b,
             eps,
+            fused: self.fused,
         })
     }
 
@@ -419,11 +442,23 @@ impl Vit {
     /// Builds the tower from hub-named weights (`embeddings.*`, `encoder.layer.N.*`,
     /// `layernorm.*` for DINOv2; `vision_model.*` and `visual_projection.weight` for CLIP; any
     /// other tensor, a CLIP text tower say, is ignored).
-    pub fn load(cfg: VitConfig, weights: &WeightMap, name: &str, device: &Device) -> Result<Self> {
+    /// `engine` picks the fused CPU kernels ([`Engine::Auto`] on the CPU) or candle's
+    /// operations; `dtype` is the forward pass's (LayerNorm and softmax compute in f32).
+    pub fn load(
+        cfg: VitConfig,
+        weights: &WeightMap,
+        name: &str,
+        device: &Device,
+        engine: Engine,
+        dtype: DType,
+    ) -> Result<Self> {
+        let fused = device.is_cpu() && engine == Engine::Auto;
         let l = Loader {
             w: weights,
             name,
             dev: device,
+            dtype,
+            fused,
         };
         let (h, p, i) = (cfg.hidden, cfg.patch, cfg.intermediate);
         let grid = cfg.image_size / cfg.patch;
@@ -460,13 +495,15 @@ impl Vit {
                     patch_b: Some(l.get("embeddings.patch_embeddings.projection.bias", &[h])?),
                     cls: l.get("embeddings.cls_token", &[1, 1, h])?.reshape(h)?,
                     pos: l
-                        .get("embeddings.position_embeddings", &[1, 1 + grid * grid, h])?
+                        .get_f32("embeddings.position_embeddings", &[1, 1 + grid * grid, h])?
                         .reshape((1 + grid * grid, h))?,
                     pre_norm: None,
                     blocks,
                     final_norm: l.norm("layernorm", h, eps)?,
                     proj: None,
                     interpolated: Default::default(),
+                    fused,
+                    dtype,
                     cfg,
                 }
             }
@@ -500,7 +537,7 @@ impl Vit {
                     )?,
                     patch_b: None,
                     cls: l.get("vision_model.embeddings.class_embedding", &[h])?,
-                    pos: l.get(
+                    pos: l.get_f32(
                         "vision_model.embeddings.position_embedding.weight",
                         &[1 + grid * grid, h],
                     )?,
@@ -513,6 +550,8 @@ impl Vit {
                             .contiguous()?,
                     ),
                     interpolated: Default::default(),
+                    fused,
+                    dtype,
                     cfg,
                 }
             }
@@ -554,6 +593,7 @@ impl Vit {
 
     /// Features `[N, 3, H, W] → [N, feature_dim]`.
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        let x = &x.to_dtype(self.dtype)?;
         let (n, _, hgt, wid) = x.dims4()?;
         let p = self.cfg.patch;
         let (gh, gw) = (hgt / p, wid / p);
@@ -566,7 +606,8 @@ impl Vit {
         let e = e.flatten_from(2)?.transpose(1, 2)?; // [N, P, h]
         let cls = self.cls.reshape((1, 1, h))?.broadcast_as((n, 1, h))?;
         let tokens = Tensor::cat(&[&cls, &e], 1)?;
-        let mut t = tokens.broadcast_add(&self.positions(gh, gw)?.unsqueeze(0)?)?;
+        let pos = self.positions(gh, gw)?.to_dtype(self.dtype)?;
+        let mut t = tokens.broadcast_add(&pos.unsqueeze(0)?)?;
         if let Some(norm) = &self.pre_norm {
             t = norm.forward(&t)?;
         }
@@ -577,13 +618,14 @@ impl Vit {
             TransformerFamily::DinoV2 => {
                 let t = self.final_norm.forward(&t)?;
                 let cls = t.i((.., 0))?;
-                let patches = t.i((.., 1..))?.mean(1)?;
-                Ok(Tensor::cat(&[&cls, &patches], 1)?)
+                let patches = t.i((.., 1..))?.to_dtype(DType::F32)?.mean(1)?;
+                Ok(Tensor::cat(&[&cls.to_dtype(DType::F32)?, &patches], 1)?)
             }
             TransformerFamily::Clip => {
                 let cls = t.i((.., 0..1))?;
                 let pooled = self.final_norm.forward(&cls)?.squeeze(1)?;
-                Ok(pooled.matmul(self.proj.as_ref().expect("CLIP has a projection"))?)
+                let proj = self.proj.as_ref().expect("CLIP has a projection");
+                Ok(pooled.matmul(proj)?.to_dtype(DType::F32)?)
             }
         }
     }
@@ -602,7 +644,7 @@ impl Vit {
             .contiguous()?;
         let (q, k, v) = (qkv.i(0)?, qkv.i(1)?, qkv.i(2)?);
         let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let probs = softmax_last(&scores)?;
+        let probs = softmax_last(&scores, self.fused)?;
         let a = probs
             .matmul(&v)?
             .transpose(1, 2)?

@@ -156,6 +156,14 @@ impl WeightMap {
         }
         Ok(t.to_dtype(DType::F32)?.to_device(device)?)
     }
+
+    /// [`WeightMap::get`] as f32 values on the host, row-major.
+    pub fn get_f32(&self, name: &str, shape: &[usize], backbone: &str) -> Result<Vec<f32>> {
+        Ok(self
+            .get(name, shape, backbone, &Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    }
 }
 
 /// Reads every tensor of a `.safetensors`, zip `.pth` or legacy `.pth` file.

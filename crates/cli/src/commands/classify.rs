@@ -7,10 +7,9 @@ use candle_core::Device;
 use headstart_backbone::batch::{run_on_files, softmax_rows, top_k};
 use headstart_backbone::imagenet::class_name;
 use headstart_backbone::preprocess::DecodeLimits;
-use headstart_backbone::Backbone;
 use serde_json::json;
 
-use crate::common::{device, print_json, usage, BackboneArgs};
+use crate::common::{print_json, usage, BackboneArgs, RunArgs};
 
 /// Classify images with the backbone's ImageNet classifier: the one-line check that the weights
 /// are right (a daisy photo should come out as class 985 "daisy").
@@ -20,6 +19,8 @@ use crate::common::{device, print_json, usage, BackboneArgs};
 pub struct Args {
     #[command(flatten)]
     backbone: BackboneArgs,
+    #[command(flatten)]
+    run: RunArgs,
     /// How many classes to show per image.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
     top_k: u16,
@@ -53,8 +54,7 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     let (_, weights) = a.backbone.load_weights(arch)?;
-    let dev = device(a.backbone.device)?;
-    let model = Backbone::load(arch, &weights, true, &dev).context("these weights have no ImageNet classifier (`fc`/`_fc`), so `classify` cannot run; `extract` only needs the features")?;
+    let model = a.backbone.backbone(&a.run, arch, &weights, true).context("these weights have no ImageNet classifier (`fc`/`_fc`), so `classify` cannot run; `extract` only needs the features")?;
     let cfg = model.config().preprocess.clone();
     let results = run_on_files::<_, headstart_backbone::Error>(
         &a.images,

@@ -50,7 +50,7 @@ pub fn run(a: Args) -> Result<()> {
         &predictor,
         &a.data_dir,
         split,
-        a.head.batch_size as usize,
+        a.head.batch(&predictor),
         &mut |n| bar.inc(n as u64),
     )?;
     bar.done();

@@ -1,10 +1,13 @@
 //! One module per subcommand: its clap arguments and its `run`.
 
+pub mod benchmark;
 pub mod cache;
 pub mod classify;
+pub mod devices;
 pub mod eval;
 pub mod extract;
 pub mod fetch;
+pub mod forward;
 pub mod predict;
 pub mod show;
 pub mod train_head;

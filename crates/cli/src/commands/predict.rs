@@ -8,7 +8,7 @@ use headstart_backbone::Architecture;
 use headstart_head::HeadCheckpoint;
 use headstart_predict::{collect_images, Predictor};
 
-use crate::common::{device, output_file, print_json, require_file, usage, DeviceChoice};
+use crate::common::{default_batch, output_file, print_json, require_file, usage, RunArgs};
 use crate::draw::{prediction_grid, GridCell};
 use crate::progress::Bar;
 
@@ -39,12 +39,11 @@ pub struct HeadArgs {
     /// Use weights whose sha256 differs from the head's (predictions may be meaningless).
     #[arg(long)]
     pub allow_weights_mismatch: bool,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
-    pub batch_size: u32,
-    /// Where to run the network.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
+    /// Images per forward pass [default: 32 on the CPU, 256 on a GPU].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: Option<u32>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 impl HeadArgs {
@@ -63,13 +62,20 @@ impl HeadArgs {
         let arch = Architecture::from_name(&head.meta.backbone.name)?;
         let resolved = resolve_weights(arch, self.weights.as_deref())?;
         let map = WeightMap::from_file(&resolved.path, self.weights_prefix.as_deref())?;
-        Ok(Predictor::new(
+        Ok(Predictor::with_precision(
             head,
             &map,
             &resolved.sha256,
             self.allow_weights_mismatch,
-            &device(self.device)?,
+            &self.run.open()?,
+            self.run.dtype,
         )?)
+    }
+
+    /// The batch size asked for, or the device's default.
+    pub fn batch(&self, p: &Predictor) -> usize {
+        self.batch_size
+            .map_or_else(|| default_batch(p.backbone.device()), |b| b as usize)
     }
 }
 
@@ -122,7 +128,7 @@ pub fn run(a: Args) -> Result<()> {
     bar.set_len(paths.len() as u64);
     let preds = predictor.predict(
         &paths,
-        a.head.batch_size as usize,
+        a.head.batch(&predictor),
         a.top_k as usize,
         &mut |n| bar.inc(n as u64),
     )?;

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use super::kernels;
 use super::{sgemm, with_scratch, Act, Buffers, BIG_WEIGHTS, BLOCKS_PER_THREAD};
-use crate::models::ops::{geometry, Activation, Geometry, Padding};
+use crate::models::layers::{geometry, Activation, Geometry, Padding};
 use crate::{Error, Result};
 
 /// Inner dimensions up to this use the direct small-K loop instead of gemm.
@@ -284,7 +284,7 @@ mod tests {
         if let Some(r) = res {
             y = (y + r).unwrap();
         }
-        act.apply(y).unwrap()
+        crate::models::candle_net::apply(act, y).unwrap()
     }
 
     #[test]

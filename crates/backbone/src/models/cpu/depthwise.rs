@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use super::kernels;
 use super::{Act, Buffers};
-use crate::models::ops::{geometry, Activation, Padding};
+use crate::models::layers::{geometry, Activation, Padding};
 use crate::{Error, Result};
 
 /// A depthwise convolution with batch-norm folded in, weights laid out `[(ky, kx), c]`.

@@ -2,7 +2,7 @@
 //! when the CPU has them) and for the baseline target. Each loop works on fixed-size channel
 //! chunks so that the compiler keeps them in vector registers.
 
-use crate::models::ops::Activation;
+use crate::models::layers::Activation;
 
 /// Channels per vector chunk in the transforms.
 pub(crate) const L: usize = 16;

@@ -4,7 +4,8 @@
 //!
 //! candle's `Tensor` stays the API at the model's edges: a batch comes in as `[N, 3, H, W]`, is
 //! laid out channels-last once, runs through the layers here, and leaves as pooled `[N, D]`
-//! features. The CUDA path keeps using candle's own operations (`super::ops::ConvBn`).
+//! features. Networks reach the engine as a [`crate::models::plan::CnnPlan`], lowered by
+//! [`net::CpuNet`]; the CUDA path is the candle executor (`super::candle_net`).
 //!
 //! Threading: every layer splits its rows (or Winograd tiles) into blocks run on rayon's pool;
 //! each block does its own im2col/transform into a per-thread scratch buffer and calls gemm
@@ -14,6 +15,7 @@
 pub(crate) mod conv;
 pub(crate) mod depthwise;
 mod kernels;
+pub(crate) mod net;
 pub(crate) mod pool;
 pub(crate) mod winograd;
 

@@ -13,7 +13,7 @@ use super::kernels::{self, L};
 use super::{
     sgemm, with_scratch, Act, Buffers, DenseConv, SharedMut, BIG_WEIGHTS, BLOCKS_PER_THREAD,
 };
-use crate::models::ops::{Activation, Padding};
+use crate::models::layers::{Activation, Padding};
 use crate::{Error, Result};
 
 /// Target size of one block's transformed tiles (input + products), in values.
