@@ -8,13 +8,38 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Build the release binary (CPU). For a GPU build: cargo build --release --features cuda.
+# Build the release binary (CPU). For the GPU build: just build-cuda.
 build:
     cargo build --release -p headstart
 
-# Run the test suite (the command CI runs).
+# Build target/release/headstart with CUDA (no GPU or toolkit needed here: a pinned nvcc 13.0 comes
+# from PyPI into ~/.cache/headstart; CUDA_COMPUTE_CAP=90 by default). See docs/gpu.md.
+build-cuda *cargo_args:
+    scripts/build-cuda.sh {{cargo_args}}
+
+# Put `headstart` on PATH (~/.cargo/bin), CPU build.
+install:
+    cargo install --locked --path crates/cli
+
+# Run the test suite (the command CI runs). Release profile: it reuses what `just build` built.
 test:
-    cargo test --workspace
+    cargo test --workspace --release
+
+# The CUDA build's checks that need no GPU (what CI runs): build, clippy, the devices tests.
+test-cuda:
+    scripts/build-cuda.sh
+    scripts/build-cuda.sh clippy --release --locked --features cuda -p headstart-backbone -p headstart --all-targets -- -D warnings
+    scripts/build-cuda.sh test --release --locked --features cuda -p headstart --test devices
+
+# Pack the CUDA build, 200 sample photos, the Lite0 weights and the fixture configs into .gpu/ for
+# the GPU check (run `just build-cuda` first).
+gpu-pack *args:
+    scripts/gpu-pack.sh {{args}}
+
+# On a machine with an NVIDIA GPU: the GPU check over .gpu/ (features vs CPU and PyTorch, extract,
+# train-head, predict, throughput) → gpu-check-out/ (or $OUT). docs/gpu.md.
+gpu-check *args:
+    scripts/gpu-check.sh {{args}}
 
 # Format and lint checks, as in CI.
 lint:
