@@ -27,8 +27,13 @@ sample() { find "$1" -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.p
 
 extract() {
   if [ ! -d "$data" ]; then
-    if [ "$data" = data/flowers ]; then $bin fetch-flowers --out "$data"
-    else echo "$data: no such folder" >&2; exit 1; fi
+    if [ "$data" = data/flowers ]; then
+      if ! $bin fetch-flowers --out "$data"; then
+        echo "fix: offline, point the recipe at an ImageFolder on disk (and weights), e.g." >&2
+        echo "       just $step data=../shared/data/flowers backbone=efficientnet-lite0 weights=../shared/weights/efficientnet-lite0/efficientnet-lite0-57934424.pth" >&2
+        exit 1
+      fi
+    else echo "data=$data: no such folder (an ImageFolder: one sub-folder of photos per class)" >&2; exit 1; fi
   fi
   $bin extract "$data" --cache "$cache" --backbone "$backbone" "${wflag[@]}" --views "$views" --seed "$seed"
 }

@@ -43,7 +43,8 @@ fn main() {
         println!("cargo:rustc-env=HEADSTART_CUDA_VERSION={v}");
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
-    for name in ["convolution"] {
+    const KERNELS: &[&str] = &["convolution"];
+    for name in KERNELS {
         let src = format!("kernels/{name}.cu");
         let ptx = out.join(format!("{name}.ptx"));
         let status = Command::new(&nvcc)

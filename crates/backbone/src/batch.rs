@@ -14,14 +14,14 @@ use crate::{Error, PreprocessConfig, Result};
 /// Runs `model` on the eval inputs of `paths`, `batch_size` files at a time. `model` gets a
 /// `[n, 3, S, S]` batch of the files that decoded and returns one output per row; the result has
 /// one entry per path, in order: the output, or the reason the file was not usable.
-/// `on_batch` is told how many files each batch finished.
+/// `progress` is told how many files each batch finished.
 pub fn run_on_files<T, E: From<Error>>(
     paths: &[PathBuf],
     cfg: &PreprocessConfig,
     limits: &DecodeLimits,
     batch_size: usize,
     model: &mut dyn FnMut(&Tensor) -> std::result::Result<Vec<T>, E>,
-    on_batch: &mut dyn FnMut(usize),
+    progress: &dyn headstart_core::progress::Progress,
 ) -> std::result::Result<Vec<std::result::Result<T, Error>>, E> {
     let side = cfg.input_size as usize;
     let mut out = Vec::with_capacity(paths.len());
@@ -50,7 +50,7 @@ pub fn run_on_files<T, E: From<Error>>(
         for r in inputs {
             out.push(r.map(|_| outputs.next().expect("one output per decoded file")));
         }
-        on_batch(chunk.len());
+        progress.advance(chunk.len() as u64);
     }
     Ok(out)
 }
@@ -131,17 +131,25 @@ mod tests {
         img.save(&good).unwrap();
         let cfg = crate::Architecture::ResNet18.config().preprocess;
         let paths = vec![good.clone(), bad, good];
-        let mut batches = Vec::new();
+        /// Records each batch's count.
+        #[derive(Default)]
+        struct Batches(std::sync::Mutex<Vec<u64>>);
+        impl headstart_core::progress::Progress for Batches {
+            fn advance(&self, n: u64) {
+                self.0.lock().unwrap().push(n);
+            }
+        }
+        let batches = Batches::default();
         let out = run_on_files(
             &paths,
             &cfg,
             &DecodeLimits::default(),
             2,
             &mut |x| Ok::<_, Error>((0..x.dim(0)?).map(|i| i * 10).collect()),
-            &mut |n| batches.push(n),
+            &batches,
         )
         .unwrap();
-        assert_eq!(batches, vec![2, 1]);
+        assert_eq!(*batches.0.lock().unwrap(), vec![2, 1]);
         assert_eq!(out[0].as_ref().unwrap(), &0);
         assert!(out[1]
             .as_ref()

@@ -149,9 +149,9 @@ pub enum CudaProblem {
 impl std::fmt::Display for CudaProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CudaProblem::NotCompiled => f.write_str(
-                "this headstart was built without CUDA (the default CPU build): build the CUDA one with `just build-cuda` (or `cargo build --release --features cuda` where a CUDA 13 toolkit is installed)",
-            ),
+            CudaProblem::NotCompiled => {
+                f.write_str("this headstart was built without CUDA (the default CPU build)")
+            }
             CudaProblem::DriverMissing => f.write_str(
                 "no NVIDIA driver: libcuda.so.1 is not on this machine's loader path (install the NVIDIA driver; in a container, run it with the GPU exposed, e.g. `--gpus all`)",
             ),

@@ -77,6 +77,8 @@ fn main() {
         "--shard-size below the rows of one image"
     );
     let settings = CacheSettings {
+        max_pixels: headstart_cache::DEFAULT_MAX_PIXELS,
+        weights_file: None,
         feature_dim: dim,
         backbone: Architecture::ResNet18.config(),
         weights_sha256: "0".repeat(64),

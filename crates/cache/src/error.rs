@@ -37,7 +37,7 @@ pub enum Error {
     },
 
     /// A shard is missing, has the wrong checksum or the wrong content.
-    #[error("{}: {reason} — the cache is damaged; rerun `headstart extract` with the same settings to rebuild the shard", path.display())]
+    #[error("{}: {reason} — the cache is damaged; an extraction with the same settings rebuilds the shard", path.display())]
     Shard {
         /// The shard path.
         path: PathBuf,
@@ -54,6 +54,16 @@ pub enum Error {
         path: PathBuf,
         /// One line per differing setting: `name: cache has X, this run has Y`.
         differences: Vec<String>,
+    },
+
+    /// A number read from the cache asks for more than can be held (rows, classes, widths):
+    /// refused before anything is allocated from it.
+    #[error("{}: {what}", path.display())]
+    TooLarge {
+        /// The file or directory the number came from.
+        path: PathBuf,
+        /// What is too large, and the limit.
+        what: String,
     },
 
     /// The directory is not a cache (no manifest).
@@ -73,14 +83,14 @@ pub enum Error {
     },
 
     /// An extract into this cache was interrupted before it finished (journal, no manifest).
-    #[error("{}: unfinished cache ({shards} shard(s) committed, no manifest.json yet): an extract into it was interrupted or is still running; rerun the same `{rerun}` command to finish it", path.display())]
+    #[error("{}: unfinished cache ({shards} shard(s) committed, no manifest.json yet): an extraction into it was interrupted or is still running; running the same extraction again finishes it", path.display())]
     Unfinished {
         /// The cache directory.
         path: PathBuf,
         /// Shards committed so far.
         shards: usize,
-        /// The command that finishes it (`headstart extract DATA_DIR --cache … [--part I/N]`).
-        rerun: String,
+        /// When the directory is one part of a partitioned cache: that cache and the part.
+        part: Option<(PathBuf, crate::partition::Part)>,
     },
 
     /// A partitioned cache whose parts are not merged yet.
@@ -140,10 +150,10 @@ fn partitioned_message(
     s += ")";
     let todo: Vec<usize> = unfinished.iter().chain(missing).copied().collect();
     if todo.is_empty() {
-        s += &format!("; run `headstart cache merge {p}`");
+        s += ": every part is finished, merge them";
     } else {
         s += &format!(
-            "; run `headstart extract DATA_DIR --cache {p} --part I/{parts}` for I in {} (same settings as the other parts), then `headstart cache merge {p}`",
+            ": extract part {} with the other parts' settings, then merge",
             list(&todo)
         );
     }

@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod merge;
 pub mod partition;
 pub mod reader;
+pub mod rows;
 pub mod shard_file;
 pub mod st;
 pub mod writer;
@@ -19,10 +20,10 @@ pub use error::{Error, Result};
 pub use index::{CacheIndex, ImageTable};
 pub use manifest::{
     AugmentConfig, CacheSettings, FeatureDType, ImageEntry, ImageStatus, Manifest, ShardEntry,
-    Split,
+    Split, DEFAULT_MAX_PIXELS,
 };
 pub use merge::{merge, MergeOptions, MergeReport};
-pub use partition::{Part, PartitionRecord, PartsStatus};
+pub use partition::{Part, PartError, PartitionRecord, PartsStatus, MAX_PARTS};
 pub use reader::{CachedRows, FeatureCache, Problem};
 pub use writer::{CacheWriter, Lookup, ViewMeta};
 

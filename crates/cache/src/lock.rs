@@ -13,7 +13,7 @@ use std::path::Path;
 use crate::{Error, Result};
 
 /// The lock file name inside a locked directory.
-pub const LOCK_FILE: &str = ".headstart.lock";
+pub const LOCK_FILE: &str = headstart_core::files::LOCK_FILE;
 
 /// Holds a directory's lock until dropped: exclusive for a writer, shared for readers.
 #[derive(Debug)]

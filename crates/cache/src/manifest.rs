@@ -9,7 +9,7 @@ use crate::error::ManifestError;
 use crate::{Error, Result};
 
 /// The `format` value of every manifest.
-pub const FORMAT: &str = "headstart-feature-cache";
+pub const FORMAT: &str = headstart_core::files::CACHE_FORMAT;
 /// The current format version. Readers refuse newer versions; version 1 caches (one
 /// `manifest.json` rewritten after every shard, no journal) are still read and resumed.
 pub const FORMAT_VERSION: u32 = 2;
@@ -66,6 +66,21 @@ pub struct CacheSettings {
     pub dtype: FeatureDType,
     /// Width of a feature row.
     pub feature_dim: usize,
+    /// Largest image accepted, in pixels (`--max-megapixels`): another limit skips other images,
+    /// so it is part of what must match. Caches written before it was recorded used the default.
+    #[serde(default = "default_max_pixels")]
+    pub max_pixels: u64,
+    /// Where the weights were read from by the run that created the cache (not compared: the
+    /// sha256 identifies the weights; this only tells a later `predict` which file to pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_file: Option<String>,
+}
+
+/// The decoder's default size limit: 100 megapixels.
+pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
+
+fn default_max_pixels() -> u64 {
+    DEFAULT_MAX_PIXELS
 }
 
 impl CacheSettings {
@@ -120,22 +135,16 @@ impl CacheSettings {
             self.feature_dim.to_string(),
             other.feature_dim.to_string(),
         );
+        cmp(
+            "max megapixels",
+            format!("{}", self.max_pixels as f64 / 1e6),
+            format!("{}", other.max_pixels as f64 / 1e6),
+        );
         out
     }
 }
 
-/// Which side of a dataset-defined split an image belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Split {
-    /// From a `train/` folder.
-    Train,
-    /// From a `val/` folder (or a `test/` folder when there is no `val/`).
-    Val,
-    /// From a `test/` folder beside `train/` and `val/`: kept out of training and validation,
-    /// scored by `eval --split test`.
-    Test,
-}
+pub use headstart_core::config::Split;
 
 /// What happened to an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,6 +236,10 @@ pub struct ManifestRepr<I> {
     seed: u64,
     dtype: FeatureDType,
     feature_dim: usize,
+    #[serde(default = "default_max_pixels")]
+    max_pixels: u64,
+    #[serde(default)]
+    weights_file: Option<String>,
     classes: Vec<String>,
     images: I,
     shards: Vec<ShardEntry>,
@@ -240,6 +253,8 @@ impl<I> ManifestRepr<I> {
             format: self.format,
             format_version: self.format_version,
             settings: CacheSettings {
+                max_pixels: self.max_pixels,
+                weights_file: self.weights_file,
                 backbone: self.backbone,
                 weights_sha256: self.weights_sha256,
                 augment: self.augment,

@@ -85,11 +85,11 @@ fn raw_path(e: &ImageEntry) -> Vec<u8> {
     }
 }
 
-/// Merges the parts of `cache`. `progress(done, total)` hears about each image copied.
+/// Merges the parts of `cache`; `progress` hears about each image copied.
 pub fn merge(
     cache: &Path,
     opts: &MergeOptions,
-    progress: &mut dyn FnMut(u64, u64),
+    progress: &dyn headstart_core::progress::Progress,
 ) -> Result<MergeReport> {
     let started = Instant::now();
     // Parts removed by an earlier merge (`remove_parts`): renamed aside first, so a leftover
@@ -106,7 +106,7 @@ pub fn merge(
     }
     let status = parts_status(cache)?.ok_or_else(|| Error::Partition {
         path: cache.to_path_buf(),
-        problem: "not a partitioned cache (no partition.json): there is nothing to merge; `headstart extract --part I/N` writes partitioned caches".into(),
+        problem: "not a partitioned cache (no partition.json): there is nothing to merge; partitioned extractions (part I of N) write partitioned caches".into(),
     })?;
     let n = status.record.parts;
     if !status.foreign.is_empty() {
@@ -269,7 +269,10 @@ pub fn merge(
             }
         }
         merged.images.push(entry);
-        progress(done as u64 + 1, total);
+        if done == 0 {
+            progress.start(total);
+        }
+        progress.advance(1);
     }
     if buffer.rows() > 0 {
         bytes_written += flush(cache, &mut buffer, &mut merged)?;

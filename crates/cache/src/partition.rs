@@ -42,16 +42,95 @@ pub struct Part {
 /// Environment variables `--part auto/N` reads, in order.
 pub const PART_ENV: [&str; 2] = ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"];
 
+/// The most parts a partition may have: far beyond any cluster's job array (Slurm's default
+/// `MaxArraySize` is 1001), and small enough that listing the parts stays cheap.
+pub const MAX_PARTS: usize = 100_000;
+
+/// A part specification that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartError {
+    /// N = 0.
+    #[error("N must be at least 1 (I/N with 0 ≤ I < N)")]
+    NoParts,
+    /// N above [`MAX_PARTS`].
+    #[error("{count} parts is more than a partition may have ({MAX_PARTS})")]
+    TooMany {
+        /// N.
+        count: usize,
+    },
+    /// I ≥ N.
+    #[error("part index {index} is out of range for {count} parts: I counts from 0, so it must be below {count}")]
+    OutOfRange {
+        /// I.
+        index: usize,
+        /// N.
+        count: usize,
+    },
+    /// Not `I/N` or `auto/N`.
+    #[error("`{spec}`: expected I/N (e.g. 0/4) or auto/N")]
+    Malformed {
+        /// The text given.
+        spec: String,
+    },
+    /// I or N is not a whole number.
+    #[error("`{spec}`: {what} must be a whole number{}", if *what == "I" { " or `auto`" } else { "" })]
+    NotANumber {
+        /// The text given.
+        spec: String,
+        /// `I` or `N`.
+        what: &'static str,
+    },
+    /// `auto` outside a job array.
+    #[error("`{spec}`: neither {} nor {} is set; auto works inside a Slurm job array or a Kubernetes Indexed Job — elsewhere give the index, e.g. 0/{count}", PART_ENV[0], PART_ENV[1])]
+    AutoUnset {
+        /// The text given.
+        spec: String,
+        /// N.
+        count: usize,
+    },
+    /// The job array's index is not a number.
+    #[error("`{spec}`: {var}={value:?} is not a whole number")]
+    AutoNotANumber {
+        /// The text given.
+        spec: String,
+        /// The variable read.
+        var: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The job array's index is not below N.
+    #[error("`{spec}`: {var}={index}, but there are {count} parts (indices 0..{}); submit the array as --array=0-{}", count.saturating_sub(1), count.saturating_sub(1))]
+    AutoOutOfRange {
+        /// The text given.
+        spec: String,
+        /// The variable read.
+        var: &'static str,
+        /// Its value.
+        index: usize,
+        /// N.
+        count: usize,
+    },
+    /// A checked value of a specification that is wrong.
+    #[error("`{spec}`: {problem}")]
+    InSpec {
+        /// The text given.
+        spec: String,
+        /// What is wrong with it.
+        problem: Box<PartError>,
+    },
+}
+
 impl Part {
-    /// A checked part: `count ≥ 1` and `index < count`.
-    pub fn new(index: usize, count: usize) -> std::result::Result<Self, String> {
+    /// A checked part: `1 ≤ count ≤ MAX_PARTS` and `index < count`.
+    pub fn new(index: usize, count: usize) -> std::result::Result<Self, PartError> {
         if count == 0 {
-            return Err("N must be at least 1 (I/N with 0 ≤ I < N)".into());
+            return Err(PartError::NoParts);
+        }
+        if count > MAX_PARTS {
+            return Err(PartError::TooMany { count });
         }
         if index >= count {
-            return Err(format!(
-                "part index {index} is out of range for {count} parts: I counts from 0, so it must be below {count}"
-            ));
+            return Err(PartError::OutOfRange { index, count });
         }
         Ok(Self { index, count })
     }
@@ -61,42 +140,50 @@ impl Part {
     pub fn parse(
         spec: &str,
         env: impl Fn(&str) -> Option<String>,
-    ) -> std::result::Result<Self, String> {
+    ) -> std::result::Result<Self, PartError> {
+        let spec_s = || spec.to_string();
         let (i, n) = spec
             .split_once('/')
-            .ok_or_else(|| format!("`{spec}`: expected I/N (e.g. 0/4) or auto/N"))?;
-        let count: usize = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{spec}`: N must be a whole number"))?;
+            .ok_or_else(|| PartError::Malformed { spec: spec_s() })?;
+        let count: usize = n.trim().parse().map_err(|_| PartError::NotANumber {
+            spec: spec_s(),
+            what: "N",
+        })?;
         let index = if i.trim() == "auto" {
             let (var, value) = PART_ENV
                 .iter()
                 .find_map(|v| env(v).map(|x| (*v, x)))
-                .ok_or_else(|| {
-                    format!(
-                        "`{spec}`: neither {} nor {} is set; auto works inside a Slurm job array or a Kubernetes Indexed Job — elsewhere give the index, e.g. --part 0/{count}",
-                        PART_ENV[0], PART_ENV[1]
-                    )
+                .ok_or_else(|| PartError::AutoUnset {
+                    spec: spec_s(),
+                    count,
                 })?;
             let index: usize = value
                 .trim()
                 .parse()
-                .map_err(|_| format!("`{spec}`: {var}={value:?} is not a whole number"))?;
+                .map_err(|_| PartError::AutoNotANumber {
+                    spec: spec_s(),
+                    var,
+                    value: value.clone(),
+                })?;
             if index >= count {
-                return Err(format!(
-                    "`{spec}`: {var}={index}, but there are {count} parts (indices 0..{}); submit the array as --array=0-{}",
-                    count.saturating_sub(1),
-                    count.saturating_sub(1)
-                ));
+                return Err(PartError::AutoOutOfRange {
+                    spec: spec_s(),
+                    var,
+                    index,
+                    count,
+                });
             }
             index
         } else {
-            i.trim()
-                .parse()
-                .map_err(|_| format!("`{spec}`: I must be a whole number or `auto`"))?
+            i.trim().parse().map_err(|_| PartError::NotANumber {
+                spec: spec_s(),
+                what: "I",
+            })?
         };
-        Self::new(index, count).map_err(|e| format!("`{spec}`: {e}"))
+        Self::new(index, count).map_err(|e| PartError::InSpec {
+            spec: spec_s(),
+            problem: Box::new(e),
+        })
     }
 
     /// Whether the image at this relative path (raw bytes) belongs to this part.
@@ -192,6 +279,17 @@ impl PartitionRecord {
                 problem: format!("not a {PARTITION_FORMAT} record"),
             });
         }
+        // A number read from disk is checked before anything is sized by it (the parts are
+        // listed, one folder name each).
+        if r.parts > MAX_PARTS {
+            return Err(Error::TooLarge {
+                path,
+                what: format!(
+                    "records {} parts; a partition has at most {MAX_PARTS}: the file is damaged or was not written by headstart",
+                    r.parts
+                ),
+            });
+        }
         Ok(Some(r))
     }
 
@@ -273,7 +371,7 @@ pub fn open_part(
         return Err(Error::Partition {
             path: cache.to_path_buf(),
             problem: format!(
-                "is partitioned into {} parts, but this run is part {part}: parts of different partitions would overlap; use --part I/{} (or another cache directory)",
+                "is partitioned into {} parts, but this run is part {part}: parts of different partitions would overlap; run parts I/{} (or use another cache directory)",
                 record.parts, record.parts
             ),
         });
@@ -396,16 +494,25 @@ mod tests {
             Part::parse("2/4", no_env).unwrap(),
             Part::new(2, 4).unwrap()
         );
-        assert!(Part::parse("4/4", no_env).unwrap_err().contains("below 4"));
+        assert!(Part::parse("4/4", no_env)
+            .unwrap_err()
+            .to_string()
+            .contains("below 4"));
         assert!(Part::parse("0/0", no_env)
             .unwrap_err()
+            .to_string()
             .contains("at least 1"));
-        assert!(Part::parse("1", no_env).unwrap_err().contains("I/N"));
+        assert!(Part::parse("1", no_env)
+            .unwrap_err()
+            .to_string()
+            .contains("I/N"));
         assert!(Part::parse("x/3", no_env)
             .unwrap_err()
+            .to_string()
             .contains("whole number"));
         assert!(Part::parse("auto/3", no_env)
             .unwrap_err()
+            .to_string()
             .contains("SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX"));
         let slurm = |v: &str| (v == "SLURM_ARRAY_TASK_ID").then(|| "2".to_string());
         assert_eq!(Part::parse("auto/3", slurm).unwrap().index, 2);
@@ -414,7 +521,14 @@ mod tests {
         let far = |v: &str| (v == "SLURM_ARRAY_TASK_ID").then(|| "3".to_string());
         assert!(Part::parse("auto/3", far)
             .unwrap_err()
+            .to_string()
             .contains("--array=0-2"));
+        let huge = Part::parse("0/18446744073709551615", no_env).unwrap_err();
+        assert!(
+            huge.to_string().contains("more than a partition may have"),
+            "{huge}"
+        );
+        assert!(Part::new(0, MAX_PARTS).is_ok() && Part::new(0, MAX_PARTS + 1).is_err());
     }
 
     #[test]

@@ -220,13 +220,7 @@ impl FeatureCache {
             Ok(Some(r)) => Error::Unfinished {
                 path: dir.to_path_buf(),
                 shards: r.manifest.shards.len(),
-                rerun: match crate::partition::Part::of_dir(dir) {
-                    Some((cache, part)) => format!(
-                        "headstart extract DATA_DIR --cache {} --part {part}",
-                        cache.display()
-                    ),
-                    None => format!("headstart extract DATA_DIR --cache {}", dir.display()),
-                },
+                part: crate::partition::Part::of_dir(dir),
             },
             Ok(None) => Error::NotACache {
                 path: dir.to_path_buf(),

@@ -104,7 +104,7 @@ impl CacheWriter {
             return Err(Error::Partition {
                 path: dir.to_path_buf(),
                 problem: format!(
-                    "is a cache partitioned into {n} parts: extract into it with --part I/{n} (then `headstart cache merge`), or give a whole-dataset run a directory of its own",
+                    "is a cache partitioned into {n} parts: extract into it part by part (parts I/{n}, then merge), or give a whole-dataset run a directory of its own",
                     n = r.parts
                 ),
             });

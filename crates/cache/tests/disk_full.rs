@@ -31,6 +31,8 @@ impl Drop for Tmpfs {
 
 fn settings() -> CacheSettings {
     CacheSettings {
+        max_pixels: headstart_cache::DEFAULT_MAX_PIXELS,
+        weights_file: None,
         feature_dim: 512,
         backbone: Architecture::ResNet18.config(),
         weights_sha256: "ab".repeat(32),

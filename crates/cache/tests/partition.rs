@@ -10,6 +10,8 @@ use headstart_testkit::cache_files;
 
 fn settings(views: u32) -> CacheSettings {
     CacheSettings {
+        max_pixels: headstart_cache::DEFAULT_MAX_PIXELS,
+        weights_file: None,
         feature_dim: 4,
         backbone: Architecture::ResNet18.config(),
         weights_sha256: "ab".repeat(32),
@@ -95,7 +97,11 @@ fn write(dir: &Path, n: usize, part: Option<Part>, k: u32, stop_after: Option<us
 }
 
 fn merge_quiet(dir: &Path) -> Result<MergeReport> {
-    merge(dir, &MergeOptions::default(), &mut |_, _| {})
+    merge(
+        dir,
+        &MergeOptions::default(),
+        &headstart_core::progress::NoProgress,
+    )
 }
 
 #[test]
@@ -108,8 +114,9 @@ fn parts_merge_into_the_single_run_cache_byte_for_byte() {
     }
     // Not merged yet: readers say what to run.
     let err = FeatureCache::open(parted.path()).unwrap_err().to_string();
+    // In the library's terms (the binary adds the command lines: crates/cli/tests/scale_out.rs).
     assert!(
-        err.contains("3 of 3 finished") && err.contains("headstart cache merge"),
+        err.contains("3 of 3 finished") && err.contains("merge them"),
         "{err}"
     );
     let r = merge_quiet(parted.path()).unwrap();
@@ -166,7 +173,7 @@ fn missing_and_killed_parts_are_named_and_lose_nothing() {
     let err = merge_quiet(d.path()).unwrap_err().to_string();
     assert!(err.contains("unfinished or still running: part 2"), "{err}");
     assert!(err.contains("never started: part 1, 3"), "{err}");
-    assert!(err.contains("--part I/4` for I in 2, 1, 3"), "{err}");
+    assert!(err.contains("extract part 2, 1, 3"), "{err}");
     let s = parts_status(d.path()).unwrap().unwrap();
     assert_eq!(
         (s.finished, s.unfinished, s.missing),
@@ -197,7 +204,7 @@ fn conflicting_parts_are_refused_by_name() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("partitioned into 3 parts") && err.contains("--part I/3"),
+        err.contains("partitioned into 3 parts") && err.contains("parts I/3"),
         "{err}"
     );
     // Other settings than the first part's.
@@ -240,7 +247,7 @@ fn conflicting_parts_are_refused_by_name() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("partitioned into 3 parts") && err.contains("--part I/3"),
+        err.contains("partitioned into 3 parts") && err.contains("parts I/3"),
         "{err}"
     );
     let single = tempfile::tempdir().unwrap();

@@ -10,6 +10,8 @@ use headstart_testkit::snapshot;
 fn settings(seed: u64, dtype: FeatureDType) -> CacheSettings {
     let backbone = Architecture::ResNet18.config();
     CacheSettings {
+        max_pixels: headstart_cache::DEFAULT_MAX_PIXELS,
+        weights_file: None,
         feature_dim: 4,
         backbone,
         weights_sha256: "ab".repeat(32),

@@ -19,6 +19,23 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// An error that carries its own `fix:` line (for errors whose fix needs what the command knows).
+#[derive(Debug)]
+pub struct WithFix {
+    /// The error.
+    pub error: anyhow::Error,
+    /// What to do.
+    pub fix: String,
+}
+
+impl std::fmt::Display for WithFix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for WithFix {}
+
 /// Builds a usage error.
 pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
@@ -106,9 +123,33 @@ pub struct BackboneArgs {
     pub weights_prefix: Option<String>,
 }
 
+/// `--threads`, on the commands whose speed it sets.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct Threads {
+    /// Worker threads for decoding, the CPU forward pass and training (default: all cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+}
+
+impl Threads {
+    /// Sizes the thread pool; call before anything runs in parallel.
+    pub fn apply(self) {
+        if let Some(n) = self.threads {
+            // Called first thing in a command, before any other thread exists; candle's matmul
+            // reads the same variable.
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(n as usize)
+                .build_global();
+        }
+    }
+}
+
 /// Where and in which precision the network runs (the commands that run it).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub threads: Threads,
     /// Where to run the network: auto (a CUDA GPU when this build has CUDA and one is usable,
     /// else the CPU, said on stderr), cpu, cuda or cuda:N. `headstart devices` shows what is
     /// there.

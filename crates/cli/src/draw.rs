@@ -24,15 +24,19 @@ fn register_font() {
     });
 }
 
-fn save_png(buf: Vec<u8>, w: u32, h: u32, out: &Path) -> Result<()> {
+fn png_bytes(buf: Vec<u8>, w: u32, h: u32) -> Result<Vec<u8>> {
     let img = RgbImage::from_raw(w, h, buf).ok_or_else(|| anyhow!("internal: bad image buffer"))?;
     let mut bytes = Vec::new();
     img.write_to(
         &mut std::io::Cursor::new(&mut bytes),
         image::ImageFormat::Png,
     )?;
+    Ok(bytes)
+}
+
+fn save_png(buf: Vec<u8>, w: u32, h: u32, out: &Path) -> Result<()> {
     // The error already names the path and the OS error.
-    Ok(write_atomic(out, &bytes)?)
+    Ok(write_atomic(out, &png_bytes(buf, w, h)?)?)
 }
 
 fn pe<E: std::fmt::Debug>(e: E) -> anyhow::Error {
@@ -44,7 +48,7 @@ type Series = (&'static str, RGBColor, Vec<(f64, f64)>);
 
 /// Two panels like the tutorial's figure: accuracy and cross-entropy loss per epoch, train and
 /// validation.
-pub fn plot_curves(history: &[EpochRecord], out: &Path, title: &str) -> Result<()> {
+pub fn plot_curves(history: &[EpochRecord], title: &str) -> Result<Vec<u8>> {
     register_font();
     let (w, h) = (1200u32, 480u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
@@ -118,6 +122,8 @@ pub fn plot_curves(history: &[EpochRecord], out: &Path, title: &str) -> Result<(
                 .configure_mesh()
                 .x_desc("epoch")
                 .y_desc(ylabel)
+                .x_labels(history.len().clamp(2, 11))
+                .x_label_formatter(&integer_ticks)
                 .label_style((FAMILY, 13))
                 .axis_desc_style((FAMILY, 15))
                 .draw()
@@ -149,7 +155,166 @@ pub fn plot_curves(history: &[EpochRecord], out: &Path, title: &str) -> Result<(
         }
         root.present().map_err(pe)?;
     }
-    save_png(buf, w, h, out)
+    png_bytes(buf, w, h)
+}
+
+/// Epochs are whole numbers: a tick between two is left blank.
+fn integer_ticks(x: &f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{}", x.round() as i64)
+    } else {
+        String::new()
+    }
+}
+
+/// L-BFGS has no epochs: its objective (mean cross-entropy + λ/2·‖W‖²) per iteration of the
+/// final fit, and (when λ was swept) the validation cross-entropy and accuracy of each λ.
+pub fn plot_lbfgs(rep: &headstart_head::lbfgs::LbfgsReport, title: &str) -> Result<Vec<u8>> {
+    register_font();
+    let (w, h) = (1200u32, 480u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(pe)?;
+        let root = root.titled(title, (FAMILY, 20)).map_err(pe)?;
+        let (left, right) = root.split_horizontally(w / 2);
+        let trace: Vec<(f64, f64)> = rep
+            .objective_trace
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(i, &v)| (i as f64, v))
+            .collect();
+        let n = trace.len().max(2) as f64 - 1.0;
+        let (lo, hi) = trace
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+                (a.min(p.1), b.max(p.1))
+            });
+        let (lo, hi) = if lo.is_finite() && hi > lo {
+            (lo, hi)
+        } else {
+            (0.0, 1.0)
+        };
+        let pad = (hi - lo) * 0.05;
+        let mut chart = ChartBuilder::on(&left)
+            .caption(
+                format!("Objective, final fit (λ = {:.1e})", rep.l2),
+                (FAMILY, 18),
+            )
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..n.max(1.0), (lo - pad)..(hi + pad))
+            .map_err(pe)?;
+        chart
+            .configure_mesh()
+            .x_desc("iteration")
+            .y_desc("cross-entropy + λ/2·‖W‖²")
+            .x_label_formatter(&integer_ticks)
+            .label_style((FAMILY, 13))
+            .axis_desc_style((FAMILY, 15))
+            .draw()
+            .map_err(pe)?;
+        chart
+            .draw_series(LineSeries::new(trace.iter().copied(), BLUE.stroke_width(2)))
+            .map_err(pe)?;
+        if rep.sweep.is_empty() {
+            let style = TextStyle::from((FAMILY, 16).into_font()).color(&BLACK);
+            right
+                .draw(&Text::new(
+                    format!(
+                        "λ given: no sweep. {} iterations, converged: {}",
+                        rep.iterations, rep.converged
+                    ),
+                    (40, 200),
+                    style,
+                ))
+                .map_err(pe)?;
+        } else {
+            let lx: Vec<f64> = rep.sweep.iter().map(|s| s.0.max(1e-12).log10()).collect();
+            let (x0, x1) = lx
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                });
+            let (x0, x1) = if x1 > x0 {
+                (x0, x1)
+            } else {
+                (x0 - 1.0, x0 + 1.0)
+            };
+            let max_loss = rep
+                .sweep
+                .iter()
+                .map(|s| s.2)
+                .fold(0.0f64, f64::max)
+                .max(1e-3)
+                * 1.05;
+            let mut chart = ChartBuilder::on(&right)
+                .caption("λ sweep on the validation slice", (FAMILY, 18))
+                .margin(15)
+                .x_label_area_size(45)
+                .y_label_area_size(60)
+                .right_y_label_area_size(60)
+                .build_cartesian_2d(x0..x1, 0.0..max_loss)
+                .map_err(pe)?
+                .set_secondary_coord(x0..x1, 0.0..1.0);
+            chart
+                .configure_mesh()
+                .x_desc("λ")
+                .y_desc("validation cross-entropy")
+                .x_label_formatter(&|v| format!("1e{:.0}", v))
+                .label_style((FAMILY, 13))
+                .axis_desc_style((FAMILY, 15))
+                .draw()
+                .map_err(pe)?;
+            chart
+                .configure_secondary_axes()
+                .y_desc("validation accuracy")
+                .label_style((FAMILY, 13))
+                .axis_desc_style((FAMILY, 15))
+                .draw()
+                .map_err(pe)?;
+            let loss: Vec<(f64, f64)> = lx.iter().zip(&rep.sweep).map(|(&x, s)| (x, s.2)).collect();
+            let acc: Vec<(f64, f64)> = lx.iter().zip(&rep.sweep).map(|(&x, s)| (x, s.1)).collect();
+            chart
+                .draw_series(LineSeries::new(loss.iter().copied(), RED.stroke_width(2)))
+                .map_err(pe)?
+                .label("cross-entropy")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+            chart
+                .draw_secondary_series(LineSeries::new(acc.iter().copied(), BLUE.stroke_width(2)))
+                .map_err(pe)?
+                .label("accuracy")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+            let chosen = rep.l2.max(1e-12).log10();
+            chart
+                .draw_series(std::iter::once(Circle::new(
+                    (
+                        chosen,
+                        rep.sweep
+                            .iter()
+                            .find(|s| s.0 == rep.l2)
+                            .map_or(0.0, |s| s.2),
+                    ),
+                    6,
+                    BLACK.filled(),
+                )))
+                .map_err(pe)?
+                .label("chosen λ")
+                .legend(|(x, y)| Circle::new((x + 10, y), 4, BLACK.filled()));
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .label_font((FAMILY, 14))
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(pe)?;
+        }
+        root.present().map_err(pe)?;
+    }
+    png_bytes(buf, w, h)
 }
 
 /// One titled thumbnail.

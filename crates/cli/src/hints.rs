@@ -34,10 +34,25 @@ fn backbone(e: &headstart_backbone::Error) -> Option<String> {
         E::MissingTensor(_) => Some(
             "if the tensor names carry an unusual prefix, pass --weights-prefix PREFIX; otherwise pass --backbone for the architecture these weights are for".into(),
         ),
-        E::WeightsNotFound { backbone, .. } => Some(format!(
-            "pass --weights PATH (a .safetensors or .pth file), or on a connected machine run `headstart weights --backbone {backbone}` once to download them into the Hugging Face cache"
-        )),
+        E::WeightsNotFound { backbone, .. } => {
+            let cfg = headstart_backbone::Architecture::from_name(backbone)
+                .ok()
+                .map(|a| a.config());
+            match cfg {
+                Some(c) if c.hub_repo.is_none() => Some(format!(
+                    "pass --weights PATH: {backbone} has no Hugging Face download; its ImageNet weights are the efficientnet_pytorch checkpoint {} (or put that file in $TORCH_HOME/hub/checkpoints/, where it is found without --weights)",
+                    c.torch_hub_file.as_deref().unwrap_or("file")
+                )),
+                _ => Some(format!(
+                    "pass --weights PATH (a .safetensors or .pth file), or on a connected machine run `headstart weights --backbone {backbone}` once to download them into the Hugging Face cache"
+                )),
+            }
+        }
         E::TooLarge { .. } => Some("raise --max-megapixels to accept it".into()),
+        E::Cuda(headstart_backbone::device::CudaProblem::NotCompiled) => Some(
+            "build the CUDA one with `just build-cuda` (or `cargo build --release --features cuda` where a CUDA 13 toolkit is installed), or run with --device cpu".into(),
+        ),
+        E::Cuda(_) => Some("run with --device cpu (or --device auto), or see `headstart devices`".into()),
         _ => None,
     }
 }
@@ -97,6 +112,62 @@ fn cache(e: &headstart_cache::Error) -> Option<String> {
                 dir.display()
             ))
         }
+        E::Unfinished {
+            path,
+            part: Some((cache, part)),
+            ..
+        } => Some(format!(
+            "rerun `headstart extract DATA_DIR --cache {} --part {part}` with the same settings ({} is that part's folder)",
+            cache.display(),
+            path.display()
+        )),
+        E::Unfinished { path, .. } => Some(format!(
+            "rerun `headstart extract DATA_DIR --cache {}` with the same settings",
+            path.display()
+        )),
+        E::Partitioned {
+            path,
+            parts,
+            unfinished,
+            missing,
+            ..
+        } => {
+            let todo: Vec<String> = unfinished
+                .iter()
+                .chain(missing)
+                .map(|i| i.to_string())
+                .collect();
+            Some(if todo.is_empty() {
+                format!("run `headstart cache merge {}`", path.display())
+            } else {
+                format!(
+                    "run `headstart extract DATA_DIR --cache {p} --part I/{parts}` for I in {} (same settings as the other parts), then `headstart cache merge {p}`",
+                    todo.join(", "),
+                    p = path.display()
+                )
+            })
+        }
+        E::Partition { path, .. } => {
+            if let Some((cache, part)) = headstart_cache::Part::of_dir(path) {
+                return Some(format!(
+                    "extract that part with `--cache {} --part {part}`",
+                    cache.display()
+                ));
+            }
+            Some(match headstart_cache::PartitionRecord::read(path) {
+                Ok(Some(r)) => format!(
+                    "run the parts with `headstart extract DATA_DIR --cache {p} --part I/{n}` for I = 0…{} (`--part auto/{n}` in a Slurm array), then `headstart cache merge {p}`; a whole-dataset run needs a directory of its own",
+                    r.parts - 1,
+                    p = path.display(),
+                    n = r.parts
+                ),
+                _ => format!(
+                    "partitioned runs take `--cache {} --part I/N` (`--part auto/N` in a Slurm array); `headstart cache info {}` shows the partition",
+                    path.display(),
+                    path.display()
+                ),
+            })
+        }
         E::NotACache { path } => Some(format!(
             "create one with `headstart extract DATA_DIR --cache {}`",
             path.display()
@@ -152,12 +223,18 @@ fn head(e: &headstart_head::Error) -> Option<String> {
 fn predict(e: &headstart_predict::Error) -> Option<String> {
     use headstart_predict::Error as E;
     match e {
+        E::WeightsMismatch {
+            trained_with: Some(file),
+            ..
+        } => Some(format!(
+            "pass --weights {file} (the file the head's features came from), or --allow-weights-mismatch to use these anyway"
+        )),
         E::WeightsMismatch { .. } => Some(
             "pass the same --weights as for extract, or --allow-weights-mismatch to use them anyway".into(),
         ),
         E::Backbone(b) => backbone(b),
         E::Head(h) => head(h),
-        E::Extract(x) => extract(x),
+        E::Data(_) => None,
         _ => None,
     }
 }

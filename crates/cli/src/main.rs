@@ -32,11 +32,7 @@ use clap::{Parser, Subcommand};
     max_term_width = 100,
     verbatim_doc_comment
 )]
-struct Cli {
-    /// Worker threads for decoding and the forward pass (default: all cores).
-    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    threads: Option<u16>,
-
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -56,18 +52,12 @@ enum Command {
     FetchFlowers(commands::fetch::Args),
     #[command(subcommand)]
     Cache(commands::cache::Command),
+    Completions(commands::completions::Args),
 }
 
 fn main() {
     common::tune_allocator();
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        // Safe here: no other thread exists yet. candle's matmul reads the same variable.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(n as usize)
-            .build_global();
-    }
     let result = match cli.command {
         Command::Devices(a) => commands::devices::run(a),
         Command::Weights(a) => commands::weights::run(a),
@@ -81,6 +71,7 @@ fn main() {
         Command::Benchmark(a) => commands::benchmark::run(a),
         Command::Cache(c) => commands::cache::run(c),
         Command::FetchFlowers(a) => commands::fetch::run(a),
+        Command::Completions(a) => commands::completions::run(a),
     };
     if let Err(e) = result {
         let code = if e.downcast_ref::<common::UsageError>().is_some() {
@@ -89,7 +80,9 @@ fn main() {
             1
         };
         eprintln!("error: {e:#}");
-        if let Some(fix) = hints::fix_for(&e) {
+        if let Some(w) = e.downcast_ref::<common::WithFix>() {
+            eprintln!("fix: {}", w.fix);
+        } else if let Some(fix) = hints::fix_for(&e) {
             eprintln!("fix: {fix}");
         }
         std::process::exit(code);

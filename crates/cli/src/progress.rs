@@ -18,9 +18,22 @@ impl Bar {
         );
         pb.set_style(
             ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}",
+                "{prefix} [{bar:30}] {pos}/{len} images  {rate}  ETA {eta}",
             )
             .expect("static template")
+            // The mean since the start: indicatif's own {per_sec} is a smoothed estimate that
+            // lags on runs of a few seconds.
+            .with_key(
+                "rate",
+                |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let secs = s.elapsed().as_secs_f64();
+                    let _ = if secs > 0.0 && s.pos() > 0 {
+                        write!(w, "{:.1}/s", s.pos() as f64 / secs)
+                    } else {
+                        write!(w, "-/s")
+                    };
+                },
+            )
             .progress_chars("=> "),
         );
         pb.set_prefix(what.to_string());
@@ -43,7 +56,7 @@ impl Bar {
     }
 }
 
-impl headstart_extract::Progress for Bar {
+impl headstart_core::progress::Progress for Bar {
     fn start(&self, total: u64) {
         self.set_len(total)
     }

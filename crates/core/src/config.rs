@@ -53,28 +53,33 @@ impl Default for AugmentParams {
     }
 }
 
+/// Which augmentation setting is out of range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AugmentError {
+    /// The crop-area range.
+    #[error("scale range {0:?} must satisfy 0 < lo ≤ hi ≤ 1")]
+    Scale([f64; 2]),
+    /// The aspect-ratio range.
+    #[error("ratio range {0:?} must satisfy 0 < lo ≤ hi")]
+    Ratio([f64; 2]),
+    /// The flip probability.
+    #[error("flip probability {0} must be in [0, 1]")]
+    Flip(f64),
+}
+
 impl AugmentParams {
-    /// Checks the ranges; the reason says which one is wrong.
-    pub fn check(&self) -> Result<(), String> {
+    /// Checks the ranges; the error says which one is wrong.
+    pub fn check(&self) -> Result<(), AugmentError> {
         let [lo, hi] = self.scale;
         if !(0.0 < lo && lo <= hi && hi <= 1.0) {
-            return Err(format!(
-                "scale range {:?} must satisfy 0 < lo ≤ hi ≤ 1",
-                self.scale
-            ));
+            return Err(AugmentError::Scale(self.scale));
         }
         let [lo, hi] = self.ratio;
         if !(0.0 < lo && lo <= hi && hi.is_finite()) {
-            return Err(format!(
-                "ratio range {:?} must satisfy 0 < lo ≤ hi",
-                self.ratio
-            ));
+            return Err(AugmentError::Ratio(self.ratio));
         }
         if !(0.0..=1.0).contains(&self.hflip_p) {
-            return Err(format!(
-                "flip probability {} must be in [0, 1]",
-                self.hflip_p
-            ));
+            return Err(AugmentError::Flip(self.hflip_p));
         }
         Ok(())
     }
@@ -132,6 +137,19 @@ impl std::fmt::Display for Precision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// Which side of a dataset-defined split an image belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// From a `train/` folder.
+    Train,
+    /// From a `val/` folder (or a `test/` folder when there is no `val/`).
+    Val,
+    /// From a `test/` folder beside `train/` and `val/`: kept out of training and validation,
+    /// scored by `eval --split test`.
+    Test,
 }
 
 /// The architectures in the zoo.

@@ -22,14 +22,9 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The data directory does not have the ImageFolder layout.
-    #[error("{}: {reason}", path.display())]
-    Layout {
-        /// The data directory.
-        path: PathBuf,
-        /// What is wrong and how to fix it.
-        reason: String,
-    },
+    /// The dataset cannot be read (layout, file system).
+    #[error(transparent)]
+    Data(#[from] headstart_data::Error),
     /// Some classes ended with no usable image.
     #[error("no usable image in class(es) {}: every file there was skipped (see the report); fix or remove those folders", classes.join(", "))]
     EmptyClasses {

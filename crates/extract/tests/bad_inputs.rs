@@ -198,7 +198,15 @@ fn every_decodable_file_is_used_and_every_other_one_is_named() {
         batch_size: 8,
         ..Default::default()
     };
-    let report = extract(&ds, resnet18(), SHA, &cache, &opts, &NoProgress).unwrap();
+    let report = extract(
+        &ds,
+        resnet18(),
+        SHA,
+        &cache,
+        &opts.check().unwrap(),
+        &NoProgress,
+    )
+    .unwrap();
 
     let n_good = good.len() + cfg!(unix) as usize;
     assert_eq!(report.images_ok, n_good, "{:#?}", report.skipped);

@@ -22,7 +22,15 @@ fn run(
     o: &ExtractOptions,
 ) -> headstart_extract::ExtractReport {
     let ds = Dataset::scan(data).unwrap();
-    extract(&ds, resnet18(), SHA, cache, o, &NoProgress).unwrap()
+    extract(
+        &ds,
+        resnet18(),
+        SHA,
+        cache,
+        &o.clone().check().unwrap(),
+        &NoProgress,
+    )
+    .unwrap()
 }
 
 fn rel_diff(a: &[f32], b: &[f32]) -> f64 {
@@ -53,7 +61,9 @@ fn two_runs_are_byte_identical_and_batch_size_and_threads_do_not_matter() {
             &ExtractOptions {
                 batch_size: 32,
                 ..opts()
-            },
+            }
+            .check()
+            .unwrap(),
         )
     });
     let fa = FeatureCache::open(&a).unwrap().load().unwrap();
@@ -131,7 +141,9 @@ fn a_different_configuration_is_refused_with_what_differs() {
             views: 3,
             seed: 7,
             ..opts()
-        },
+        }
+        .check()
+        .unwrap(),
         &NoProgress,
     )
     .unwrap_err()
@@ -143,7 +155,7 @@ fn a_different_configuration_is_refused_with_what_differs() {
         resnet18(),
         &"0".repeat(64),
         &cache,
-        &opts(),
+        &opts().check().unwrap(),
         &NoProgress,
     )
     .unwrap_err()
@@ -158,7 +170,9 @@ fn a_different_configuration_is_refused_with_what_differs() {
             views: 3,
             force: true,
             ..opts()
-        },
+        }
+        .check()
+        .unwrap(),
         &NoProgress,
     )
     .unwrap();
@@ -167,14 +181,23 @@ fn a_different_configuration_is_refused_with_what_differs() {
 
 #[test]
 fn python_can_read_the_cache_as_documented() {
-    let ok = std::process::Command::new("python3")
+    // `just test` points HEADSTART_PYTHON at a python with numpy and safetensors
+    // (scripts/python-env.sh installs them once); without one the test fails, unless skipping is
+    // asked for by name.
+    let python = std::env::var("HEADSTART_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
         .args(["-c", "import numpy, safetensors.numpy"])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
     if !ok {
-        eprintln!("SKIPPED: python3 with numpy and safetensors is not available (pip install numpy safetensors)");
-        return;
+        if std::env::var_os("HEADSTART_SKIP_PYTHON").is_some() {
+            eprintln!("SKIPPED (HEADSTART_SKIP_PYTHON is set): {python} has no numpy/safetensors");
+            return;
+        }
+        panic!(
+            "{python} cannot import numpy and safetensors: run the suite with `just test` (it installs them once, scripts/python-env.sh), or `pip install numpy safetensors`, or set HEADSTART_SKIP_PYTHON=1 to skip this test"
+        );
     }
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
@@ -199,7 +222,7 @@ ok = np.array([manifest["images"][i]["status"] == "ok" for i in image], dtype=bo
 X, y, image, view = X[ok], y[ok], image[ok], view[ok]
 print(X.shape[0], X.shape[1], int((view == 0).sum()), manifest["classes"][int(y[0])])
 "#;
-    let out = std::process::Command::new("python3")
+    let out = std::process::Command::new(&python)
         .arg("-c")
         .arg(script)
         .arg(&cache)

@@ -7,8 +7,8 @@ use headstart_cache::st::{serialize, Data, NamedTensor};
 use headstart_core::config::BackboneConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::config::{TrainConfig, ValMetrics};
 use crate::linear::LinearHead;
-use crate::training::{TrainConfig, ValMetrics};
 use crate::{Error, Result};
 
 /// The `format` metadata value of head files.
@@ -16,7 +16,7 @@ pub const HEAD_FORMAT: &str = "headstart-linear-head";
 /// Current head format version.
 pub const HEAD_FORMAT_VERSION: u32 = 1;
 /// File name of the head inside a head directory.
-pub const HEAD_FILE: &str = "head.safetensors";
+pub const HEAD_FILE: &str = headstart_core::files::HEAD_FILE;
 
 /// What a head knows about how it was made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +36,10 @@ pub struct HeadMetadata {
     /// Validation metrics at the end of training (`None` without validation images).
     #[serde(default)]
     pub val_metrics: Option<ValMetrics>,
+    /// Where the cache's weights were read from when it was created (to name the file
+    /// `predict` needs); absent for heads and caches from before it was recorded.
+    #[serde(default)]
+    pub weights_file: Option<String>,
 }
 
 /// A head with its metadata.
@@ -66,6 +70,9 @@ impl HeadCheckpoint {
         meta.insert("feature_dim".into(), self.meta.feature_dim.to_string());
         meta.insert("training".into(), j(&self.meta.config));
         meta.insert("val_metrics".into(), j(&self.meta.val_metrics));
+        if let Some(f) = &self.meta.weights_file {
+            meta.insert("weights_file".into(), f.clone());
+        }
         let tensors = [
             NamedTensor {
                 name: "weight",
@@ -127,6 +134,7 @@ impl HeadCheckpoint {
             val_metrics: parse("val_metrics")
                 .ok()
                 .and_then(|v| serde_json::from_value(v).ok()),
+            weights_file: md.get("weights_file").cloned(),
         };
         let f32s = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
             let t = st
@@ -215,6 +223,7 @@ mod tests {
                     n: 10,
                     loss: Some(1.0),
                 }),
+                weights_file: Some("/w/lite0.pth".into()),
             },
         };
         let bytes = ck.to_bytes().unwrap();
@@ -240,6 +249,7 @@ mod tests {
                 feature_dim: 8,
                 config: None,
                 val_metrics: None,
+                weights_file: None,
             },
         };
         let err = HeadCheckpoint::from_bytes(&ck.to_bytes().unwrap(), Path::new("h"))

@@ -47,6 +47,14 @@ pub enum Error {
         /// The missing `head.safetensors`.
         path: PathBuf,
     },
+    /// A folder that cannot be (or hold) a head directory.
+    #[error("{}: {problem}", path.display())]
+    HeadDir {
+        /// The folder.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A head file is damaged or not a head.
     #[error("{}: {reason}", path.display())]
     BadHead {

@@ -79,7 +79,7 @@ impl LbfgsParams {
 }
 
 /// What the fit did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LbfgsReport {
     /// The penalty of the final fit.
     pub l2: f64,
@@ -93,6 +93,9 @@ pub struct LbfgsReport {
     pub converged: bool,
     /// Final objective value.
     pub objective: f64,
+    /// The objective of the final fit at its start and after every iteration.
+    #[serde(default)]
+    pub objective_trace: Vec<f64>,
 }
 
 struct Problem {
@@ -136,19 +139,18 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Minimises the problem from `theta` with L-BFGS (two-loop recursion, backtracking Armijo line
-/// search). Returns (θ, iterations, converged, objective).
-fn minimise(
-    prob: &Problem,
-    mut theta: Vec<f64>,
-    p: &LbfgsParams,
-) -> Result<(Vec<f64>, usize, bool, f64)> {
+/// search). Returns (θ, iterations, converged, objective, the objective after each iteration).
+type Minimum = (Vec<f64>, usize, bool, f64, Vec<f64>);
+
+fn minimise(prob: &Problem, mut theta: Vec<f64>, p: &LbfgsParams) -> Result<Minimum> {
     let (mut f, mut g) = prob.eval(&theta)?;
+    let mut trace = vec![f];
     let mut s_hist: Vec<Vec<f64>> = Vec::new();
     let mut y_hist: Vec<Vec<f64>> = Vec::new();
     for it in 0..p.max_iter {
         let gmax = g.iter().fold(0f64, |m, v| m.max(v.abs()));
         if gmax < p.gtol {
-            return Ok((theta, it, true, f));
+            return Ok((theta, it, true, f, trace));
         }
         // Two-loop recursion: d = −H g.
         let mut q = g.clone();
@@ -192,7 +194,7 @@ fn minimise(
             step *= 0.5;
         }
         let Some((cand, fc, gc)) = accepted else {
-            return Ok((theta, it, false, f)); // no progress possible at f32 precision
+            return Ok((theta, it, false, f, trace)); // no progress possible at f32 precision
         };
         let s: Vec<f64> = cand.iter().zip(&theta).map(|(a, b)| a - b).collect();
         let y: Vec<f64> = gc.iter().zip(&g).map(|(a, b)| a - b).collect();
@@ -208,14 +210,25 @@ fn minimise(
         theta = cand;
         f = fc;
         g = gc;
+        trace.push(f);
         if converged_f {
             // The objective no longer moves at f32 precision: stop, and say whether the gradient
             // criterion is met too.
             let gmax = g.iter().fold(0f64, |m, v| m.max(v.abs()));
-            return Ok((theta, it + 1, gmax < p.gtol, f));
+            return Ok((theta, it + 1, gmax < p.gtol, f, trace));
         }
     }
-    Ok((theta, p.max_iter, false, f))
+    Ok((theta, p.max_iter, false, f, trace))
+}
+
+/// One L-BFGS fit: the head, its parameter vector (to warm-start the next), and how it went.
+struct Fit {
+    head: LinearHead,
+    theta: Vec<f64>,
+    iterations: usize,
+    converged: bool,
+    objective: f64,
+    trace: Vec<f64>,
 }
 
 fn fit(
@@ -224,7 +237,7 @@ fn fit(
     l2: f64,
     start: Option<Vec<f64>>,
     p: &LbfgsParams,
-) -> Result<(LinearHead, Vec<f64>, usize, bool, f64)> {
+) -> Result<Fit> {
     let prob = Problem {
         x: features_tensor(train)?,
         onehot: one_hot(&train.y, classes)?,
@@ -233,8 +246,15 @@ fn fit(
         l2,
     };
     let theta0 = start.unwrap_or_else(|| vec![0.0; classes * train.dim + classes]);
-    let (theta, iters, conv, f) = minimise(&prob, theta0, p)?;
-    Ok((prob.head(&theta)?, theta, iters, conv, f))
+    let (theta, iterations, converged, objective, trace) = minimise(&prob, theta0, p)?;
+    Ok(Fit {
+        head: prob.head(&theta)?,
+        theta,
+        iterations,
+        converged,
+        objective,
+        trace,
+    })
 }
 
 /// Fits the head. With `p.l2 = None`, each sweep value (largest first, warm-started) is fitted on
@@ -263,7 +283,7 @@ pub fn train_lbfgs(
                 let mut warm = None;
                 let mut best = (f64::INFINITY, values[0]);
                 for &l2 in &values {
-                    let (head, theta, ..) = fit(sweep_train, classes, l2, warm.take(), p)?;
+                    let Fit { head, theta, .. } = fit(sweep_train, classes, l2, warm.take(), p)?;
                     let (loss, acc, _) = score(&head, sweep_val)?;
                     sweep.push((l2, acc, loss));
                     // Ties go to the larger penalty (earlier in the list): the simpler model.
@@ -275,7 +295,14 @@ pub fn train_lbfgs(
                 best.1
             }
         };
-    let (head, _, iterations, converged, objective) = fit(train, classes, l2, None, p)?;
+    let Fit {
+        head,
+        iterations,
+        converged,
+        objective,
+        trace: objective_trace,
+        ..
+    } = fit(train, classes, l2, None, p)?;
     if !objective.is_finite() || !head.is_finite()? {
         return Err(Error::Data(format!(
             "L-BFGS ended with a non-finite objective ({objective}) at L2 {l2}: the features hold non-finite values or the penalty is too small"
@@ -289,6 +316,7 @@ pub fn train_lbfgs(
             iterations,
             converged,
             objective,
+            objective_trace,
         },
     ))
 }

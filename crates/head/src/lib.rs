@@ -5,12 +5,17 @@
 //! - [`linear`], [`sgd`], [`train`]: the head, PyTorch-exact SGD with momentum, the epoch loop.
 //! - [`lbfgs`]: multinomial logistic regression to convergence with an L2 sweep (CLIP protocol).
 //! - [`metrics`], [`history`], [`checkpoint`]: reports, per-epoch records, `head.safetensors`.
+//! - [`head_dir`]: the head directory as one unit (locked, staged, swapped in whole).
+//! - [`config`]: the run's records, serde only ([`TrainConfig`], checked once into
+//!   [`ValidTrainConfig`]; the split summary; validation metrics).
 //! - [`training`]: the whole run as one call — a typed [`TrainConfig`] and a cache in, a
 //!   [`TrainReport`] out.
 
 pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod error;
+pub mod head_dir;
 pub mod history;
 pub mod lbfgs;
 pub mod linear;
@@ -23,13 +28,13 @@ pub mod train;
 pub mod training;
 
 pub use checkpoint::{HeadCheckpoint, HeadMetadata};
+pub use config::{Solver, SplitSummary, TrainConfig, ValMetrics, ValidSolver, ValidTrainConfig};
 pub use data::{Rows, ViewSelection};
 pub use error::{Error, Result};
+pub use head_dir::{HeadContents, HeadDir, RunRecord, HEAD_FILES};
 pub use lbfgs::{LbfgsParams, LbfgsReport, ValidLbfgsParams};
 pub use linear::LinearHead;
 pub use metrics::Report;
 pub use sgd::{ClassWeight, SgdParams, ValidSgdParams};
 pub use source::{RowSource, DEFAULT_MEMORY_BUDGET};
-pub use training::{
-    train_head, Solver, SplitSummary, TrainConfig, TrainEvent, TrainLimits, TrainReport, ValMetrics,
-};
+pub use training::{train_head, TrainEvent, TrainLimits, TrainReport};

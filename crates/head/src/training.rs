@@ -4,95 +4,23 @@
 //! reproducing a head means reading a type, not a JSON blob.
 
 use headstart_cache::CacheIndex;
-use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{HeadCheckpoint, HeadMetadata};
+pub use crate::config::{
+    Solver, SplitSummary, TrainConfig, ValMetrics, ValidSolver, ValidTrainConfig,
+};
 use crate::data::ViewSelection;
 use crate::history::EpochRecord;
-use crate::lbfgs::{train_lbfgs, LbfgsParams, LbfgsReport};
+use crate::lbfgs::{train_lbfgs, LbfgsReport};
 use crate::linear::LinearHead;
 use crate::metrics::Report;
-use crate::sgd::SgdParams;
 use crate::source::{load_rows, Selection, DEFAULT_MEMORY_BUDGET};
 use crate::split::{split_cache, stratified};
 use crate::train::{score, score_source, train_sgd};
 use crate::{Error, Result};
 
-/// The optimiser and its settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Solver {
-    /// Mini-batch SGD with momentum (the PyTorch tutorial's recipe).
-    Sgd(SgdParams),
-    /// Full-batch L-BFGS to convergence with an L2 penalty (the CLIP linear-probe protocol).
-    Lbfgs(LbfgsParams),
-}
-
-impl Solver {
-    /// `sgd` or `lbfgs`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Solver::Sgd(_) => "sgd",
-            Solver::Lbfgs(_) => "lbfgs",
-        }
-    }
-}
-
-/// Everything a training run depends on besides the cache.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    /// The optimiser, as `{"sgd": {…}}` or `{"lbfgs": {…}}` (SGD's own seed drives its
-    /// initialisation and shuffles).
-    pub solver: Solver,
-    /// Which cached views of the training images train the head (validation always uses the
-    /// eval view).
-    pub views: ViewSelection,
-    /// Fraction of images held out for validation when the dataset has no `val/` folder.
-    pub val_fraction: f64,
-    /// Seed of the train/validation split (and of the L-BFGS sweep's inner split).
-    pub seed: u64,
-    /// L-BFGS without a fixed penalty: the fraction of the training images on which each
-    /// candidate penalty is scored (the rest fit it).
-    pub sweep_val_fraction: f64,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            solver: Solver::Sgd(SgdParams::default()),
-            views: ViewSelection::All,
-            val_fraction: 0.2,
-            seed: 43,
-            sweep_val_fraction: 0.2,
-        }
-    }
-}
-
 /// The stream that separates the sweep's inner split from the outer one (same seed).
 const SWEEP_SPLIT_STREAM: u64 = 0x5EEB;
-
-impl TrainConfig {
-    /// Checks every setting once (the solver's too); an `Error::InvalidParams` names the first
-    /// bad one.
-    pub fn check(&self) -> Result<()> {
-        if !(0.0..1.0).contains(&self.val_fraction) {
-            return Err(Error::InvalidParams {
-                param: "val_fraction",
-                problem: format!("{} must be in [0, 1)", self.val_fraction),
-            });
-        }
-        if !(self.sweep_val_fraction > 0.0 && self.sweep_val_fraction < 1.0) {
-            return Err(Error::InvalidParams {
-                param: "sweep_val_fraction",
-                problem: format!("{} must be in (0, 1)", self.sweep_val_fraction),
-            });
-        }
-        match &self.solver {
-            Solver::Sgd(p) => p.clone().check().map(drop),
-            Solver::Lbfgs(p) => p.clone().check().map(drop),
-        }
-    }
-}
 
 /// Resources a training run may use (they never change the result).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,32 +36,6 @@ impl Default for TrainLimits {
             memory_budget: DEFAULT_MEMORY_BUDGET,
         }
     }
-}
-
-/// How the images were split.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SplitSummary {
-    /// `stratified` (seeded, per class) or `dataset` (the `train/` and `val/` folders).
-    pub kind: String,
-    /// Training images.
-    pub train_images: usize,
-    /// Validation images.
-    pub val_images: usize,
-    /// Training rows (images × selected views).
-    pub train_rows: usize,
-}
-
-/// Validation metrics at the end of training.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ValMetrics {
-    /// Top-1 accuracy.
-    pub accuracy: f64,
-    /// Macro-averaged F1.
-    pub macro_f1: f64,
-    /// Validation images scored.
-    pub n: usize,
-    /// Mean cross-entropy.
-    pub loss: Option<f64>,
 }
 
 /// What a training run produced.
@@ -174,6 +76,7 @@ impl TrainReport {
                 feature_dim: s.feature_dim,
                 config: Some(self.config.clone()),
                 val_metrics: self.val_metrics.clone(),
+                weights_file: s.weights_file.clone(),
             },
         }
     }
@@ -193,11 +96,10 @@ pub enum TrainEvent<'a> {
 /// Memory: the selected rows when they fit `limits.memory_budget`, else a batch at a time.
 pub fn train_head(
     cache: &CacheIndex,
-    config: &TrainConfig,
+    config: &ValidTrainConfig,
     limits: &TrainLimits,
     on_event: &mut dyn FnMut(TrainEvent<'_>),
 ) -> Result<TrainReport> {
-    config.check()?;
     let classes = cache.classes().to_vec();
     if classes.len() < 2 {
         return Err(Error::Data(format!(
@@ -233,16 +135,14 @@ pub fn train_head(
         train_rows: train.len(),
     };
     on_event(TrainEvent::Started(&summary));
-    let (head, history, lbfgs) = match &config.solver {
-        Solver::Sgd(p) => {
-            let p = p.clone().check()?;
-            let (head, history) = train_sgd(&*train, &*val, classes.len(), &p, &mut |r| {
+    let (head, history, lbfgs) = match config.solver() {
+        ValidSolver::Sgd(p) => {
+            let (head, history) = train_sgd(&*train, &*val, classes.len(), p, &mut |r| {
                 on_event(TrainEvent::Epoch(r))
             })?;
             (head, history, None)
         }
-        Solver::Lbfgs(p) => {
-            let p = p.clone().check()?;
+        ValidSolver::Lbfgs(p) => {
             // The sweep's validation slice is carved from the training images only.
             let pairs: Vec<(usize, usize)> = split
                 .train
@@ -260,7 +160,7 @@ pub fn train_head(
             };
             let sweep_train = train.filter(&inner.train, config.views);
             let sweep_val = train.filter(&inner.val, ViewSelection::Eval);
-            let (head, rep) = train_lbfgs(train, &sweep_train, &sweep_val, classes.len(), &p)?;
+            let (head, rep) = train_lbfgs(train, &sweep_train, &sweep_val, classes.len(), p)?;
             let (train_loss, train_accuracy, _) = score(&head, train)?;
             let (val_loss, val_accuracy) = if val.is_empty() {
                 (None, None)
@@ -295,7 +195,7 @@ pub fn train_head(
     };
     Ok(TrainReport {
         head,
-        config: config.clone(),
+        config: config.config().clone(),
         classes,
         history,
         lbfgs,
@@ -310,6 +210,7 @@ pub fn train_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{LbfgsParams, SgdParams};
 
     #[test]
     fn config_round_trips_as_json_with_the_solver_named() {

@@ -16,6 +16,8 @@ const VIEWS: u32 = 2;
 
 fn write_cache(dir: &std::path::Path, dtype: FeatureDType) {
     let settings = CacheSettings {
+        max_pixels: headstart_cache::DEFAULT_MAX_PIXELS,
+        weights_file: None,
         feature_dim: DIM,
         backbone: Architecture::ResNet18.config(),
         weights_sha256: "0".repeat(64),
@@ -70,7 +72,7 @@ fn train(
     let cache = CacheIndex::open(dir).unwrap();
     train_head(
         &cache,
-        config,
+        &config.clone().check()?,
         &TrainLimits {
             memory_budget: budget,
         },

@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use headstart_backbone::preprocess::DecodeLimits;
 use headstart_backbone::weights::WeightMap;
 use headstart_backbone::{Architecture, Backbone};
-use headstart_extract::dataset::Dataset;
+use headstart_data::Dataset;
 use headstart_head::{HeadCheckpoint, Report};
 use serde::Serialize;
 
@@ -25,7 +25,7 @@ pub enum Error {
     Head(#[from] headstart_head::Error),
     /// Dataset failure.
     #[error(transparent)]
-    Extract(#[from] headstart_extract::Error),
+    Data(#[from] headstart_data::Error),
     /// Tensor failure.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -38,6 +38,8 @@ pub enum Error {
         expected: String,
         /// sha256 of the weights given.
         found: String,
+        /// The file the head's cache was made from, when it recorded one.
+        trained_with: Option<String>,
     },
     /// The head does not fit the backbone.
     #[error("{0}")]
@@ -83,7 +85,7 @@ pub fn collect_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     for p in paths {
         if p.is_dir() {
             // The dataset scan's walker: one set of rules for what counts as an image.
-            out.extend(headstart_extract::dataset::find_images(p).0);
+            out.extend(headstart_data::folder::find_images(p).0);
         } else if p.exists() {
             out.push(p.clone()); // an explicit file is tried whatever its extension
         } else {
@@ -137,6 +139,7 @@ impl Predictor {
             return Err(Error::WeightsMismatch {
                 expected: head.meta.weights_sha256.clone(),
                 found: weights_sha256.to_string(),
+                trained_with: head.meta.weights_file.clone(),
             });
         }
         let arch = Architecture::from_name(&head.meta.backbone.name)
@@ -150,6 +153,37 @@ impl Predictor {
                 ..Default::default()
             },
         )?;
+        // The head's features came from the backbone it recorded: the same sizes and the same
+        // preprocessing, or its predictions mean nothing.
+        let (had, now) = (&head.meta.backbone, backbone.config());
+        let mut differs = Vec::new();
+        if had.sizes != now.sizes {
+            differs.push(format!(
+                "sizes: the head's {}, these weights' {}",
+                had.sizes.as_deref().unwrap_or("the built-in ones"),
+                now.sizes.as_deref().unwrap_or("the built-in ones")
+            ));
+        }
+        if had.preprocess != now.preprocess {
+            let say = |p: &headstart_backbone::PreprocessConfig| {
+                format!(
+                    "resize {} {:?} → crop {}, mean {:?}, std {:?}",
+                    p.resize_size, p.interpolation, p.input_size, p.mean, p.std
+                )
+            };
+            differs.push(format!(
+                "preprocessing: the head's {}, now {}",
+                say(&had.preprocess),
+                say(&now.preprocess)
+            ));
+        }
+        if !differs.is_empty() {
+            return Err(Error::HeadMismatch(format!(
+                "the head was trained on {} features computed differently: {}",
+                arch,
+                differs.join("; ")
+            )));
+        }
         if backbone.config().feature_dim != head.head.dim() {
             return Err(Error::HeadMismatch(format!(
                 "the head takes {}-d features but {} gives {}-d ones",
@@ -172,13 +206,13 @@ impl Predictor {
     }
 
     /// Classifies `paths` in batches; unreadable files get an `error` and do not stop the run.
-    /// `on_batch` is told how many files each batch finished.
+    /// `progress` is told how many files each batch finished.
     pub fn predict(
         &self,
         paths: &[PathBuf],
         batch_size: usize,
         top_k: usize,
-        on_batch: &mut dyn FnMut(usize),
+        progress: &dyn headstart_core::progress::Progress,
     ) -> Result<Vec<Prediction>> {
         let cfg = self.backbone.config().preprocess.clone();
         let results = headstart_backbone::batch::run_on_files(
@@ -187,7 +221,7 @@ impl Predictor {
             &self.limits,
             batch_size,
             &mut |x| Ok::<_, Error>(self.probabilities(x)?.to_vec2::<f32>()?),
-            on_batch,
+            progress,
         )?;
         Ok(paths
             .iter()
@@ -243,11 +277,11 @@ pub struct Evaluation {
 pub fn evaluate(
     predictor: &Predictor,
     data_dir: &Path,
-    split: headstart_extract::dataset::Split,
+    split: headstart_data::folder::Split,
     batch_size: usize,
-    on_batch: &mut dyn FnMut(usize),
+    progress: &dyn headstart_core::progress::Progress,
 ) -> Result<Evaluation> {
-    use headstart_extract::dataset::Split;
+    use headstart_data::folder::Split;
     let ds = Dataset::scan(data_dir)?;
     let has = |s: Split| ds.items.iter().any(|i| i.split == Some(s));
     // With train/ + test/ and no val/, test/ is the held-out side: asking for it scores it.
@@ -293,7 +327,7 @@ pub fn evaluate(
         )));
     }
     let paths: Vec<PathBuf> = items.iter().map(|it| it.path.clone()).collect();
-    let preds = predictor.predict(&paths, batch_size, 1, on_batch)?;
+    let preds = predictor.predict(&paths, batch_size, 1, progress)?;
     let (mut truth, mut guess, mut errors, mut scored) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (it, p) in items.iter().zip(preds) {

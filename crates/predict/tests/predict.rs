@@ -31,6 +31,7 @@ fn predictor(weights: &WeightMap) -> Predictor {
             feature_dim: 1280,
             config: None,
             val_metrics: None,
+            weights_file: None,
         },
     };
     Predictor::new(head, weights, &weights_sha(), false, &Device::Cpu).unwrap()
@@ -89,8 +90,9 @@ fn predictions_are_ranked_probabilities_and_bad_files_do_not_stop_the_run() {
     let mut paths = daisies[..3].to_vec();
     paths.insert(1, broken);
     paths.push(PathBuf::from("/dev/zero")); // refused as not a regular file, never read
-    let mut done = 0;
-    let preds = p.predict(&paths, 2, 3, &mut |n| done += n).unwrap();
+    let counter = Counter::default();
+    let preds = p.predict(&paths, 2, 3, &counter).unwrap();
+    let done = counter.0.load(std::sync::atomic::Ordering::Relaxed) as usize;
     assert_eq!(done, paths.len());
     assert_eq!(preds.len(), 5);
     for (i, pr) in preds.iter().enumerate() {
@@ -132,9 +134,9 @@ fn evaluating_a_folder_with_nothing_to_score_is_an_error() {
     let err = evaluate(
         &p,
         d.path(),
-        headstart_extract::dataset::Split::Val,
+        headstart_data::folder::Split::Val,
         8,
-        &mut |_| {},
+        &headstart_core::progress::NoProgress,
     )
     .unwrap_err()
     .to_string();
@@ -142,4 +144,14 @@ fn evaluating_a_folder_with_nothing_to_score_is_an_error() {
         err.contains("no image of the head's classes") && err.contains("cactus"),
         "{err}"
     );
+}
+
+/// Counts what a run reports done.
+#[derive(Default)]
+struct Counter(std::sync::atomic::AtomicU64);
+
+impl headstart_core::progress::Progress for Counter {
+    fn advance(&self, n: u64) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
 }

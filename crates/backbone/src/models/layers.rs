@@ -138,8 +138,8 @@ impl Conv {
     /// Loads conv + batch-norm tensors from `w` and folds them.
     pub fn load(w: &WeightMap, spec: ConvSpec<'_>, arch: &str) -> Result<Self> {
         if spec.groups == 0
-            || spec.in_channels % spec.groups != 0
-            || spec.out_channels % spec.groups != 0
+            || !spec.in_channels.is_multiple_of(spec.groups)
+            || !spec.out_channels.is_multiple_of(spec.groups)
         {
             return Err(Error::Input(format!(
                 "{}: {} → {} channels cannot be split into {} groups",

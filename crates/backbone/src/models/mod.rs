@@ -50,7 +50,7 @@ pub struct BackboneOptions {
 enum Net {
     Cpu(cpu::net::CpuNet, Option<layers::Dense>),
     Candle(candle_net::CandleNet),
-    Vit(vit::Vit),
+    Vit(Box<vit::Vit>),
 }
 
 /// A frozen, pretrained feature extractor.
@@ -146,17 +146,17 @@ impl Backbone {
                     )));
                 }
                 // A config.json beside the weights sizes the model; else the hub model's sizes.
-                let sizes = match weights.model_config()? {
+                let config_error = |reason: vit::ConfigError| Error::BadModelConfig {
+                    path: weights
+                        .config_path
+                        .clone()
+                        .unwrap_or_else(|| weights.source_desc.clone().into()),
+                    backbone: name.to_string(),
+                    reason: reason.to_string(),
+                };
+                let sizes = match weights.model_config(name)? {
                     Some(json) => {
-                        vit::VitConfig::from_hf_json(family, &json).map_err(|reason| {
-                            Error::BadWeightsFile {
-                                path: weights
-                                    .config_path
-                                    .clone()
-                                    .unwrap_or_else(|| weights.source_desc.clone().into()),
-                                reason: format!("as a {name} config.json: {reason}"),
-                            }
-                        })?
+                        vit::VitConfig::from_hf_json(family, &json).map_err(config_error)?
                     }
                     None => vit::VitConfig::builtin(arch).expect("a transformer"),
                 };
@@ -167,15 +167,19 @@ impl Backbone {
                     config.preprocess.input_size = sizes.image_size as u32;
                     config.preprocess.resize_size = sizes.image_size as u32;
                 }
+                // What `features` will compute must be computable: refused now, naming the size.
+                sizes
+                    .check_input(config.preprocess.input_size as usize)
+                    .map_err(config_error)?;
                 config.sizes = Some(sizes.describe());
-                Net::Vit(vit::Vit::load(
+                Net::Vit(Box::new(vit::Vit::load(
                     sizes,
                     weights,
                     name,
                     device,
                     options.engine,
                     candle_net::dtype_of(options.precision),
-                )?)
+                )?))
             }
         };
         Ok(Self {

@@ -32,6 +32,83 @@ pub enum Activation {
     QuickGelu,
 }
 
+/// Why a `config.json` cannot size a vision transformer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// A size that is not a whole number.
+    #[error("`{key}` is not a whole number")]
+    NotANumber {
+        /// The key.
+        key: String,
+    },
+    /// An MLP activation this implementation does not have.
+    #[error("hidden_act `{0}` is not supported (gelu, quick_gelu)")]
+    Activation(String),
+    /// Another model's config.
+    #[error("model_type is `{found}`, expected `{expected}`")]
+    ModelType {
+        /// What the file says.
+        found: String,
+        /// What this family is.
+        expected: &'static str,
+    },
+    /// DINOv2 giant's SwiGLU MLP.
+    #[error("use_swiglu_ffn (DINOv2 giant) is not supported")]
+    SwiGlu,
+    /// LayerNorm's epsilon must be a small positive number.
+    #[error(
+        "layer_norm_eps {0} must be a finite number above 0 (the checkpoints use 1e-6 or 1e-5)"
+    )]
+    Eps(f64),
+    /// Sizes that do not fit together.
+    #[error("inconsistent sizes: {0}")]
+    Inconsistent(String),
+    /// A size beyond what any released checkpoint uses, refused before anything is allocated.
+    #[error("{what} {value} is beyond what headstart builds (at most {limit})")]
+    TooLarge {
+        /// Which size.
+        what: &'static str,
+        /// Its value.
+        value: usize,
+        /// The largest accepted.
+        limit: usize,
+    },
+    /// The input cannot be cut into patches.
+    #[error("a {input}×{input} input is smaller than one {patch}×{patch} patch")]
+    NoPatches {
+        /// The input side the model will be run at.
+        input: usize,
+        /// The patch side.
+        patch: usize,
+    },
+    /// Attention that cannot fit in memory even for one image.
+    #[error("{tokens} tokens ({grid}×{grid} patches of {patch} px at {input} px) need {gib:.1} GiB of attention scores per image, more than the {limit_gib} GiB headstart allows: use the checkpoint's own patch size")]
+    AttentionTooLarge {
+        /// Tokens per image.
+        tokens: usize,
+        /// Patch grid side.
+        grid: usize,
+        /// Patch side.
+        patch: usize,
+        /// Input side.
+        input: usize,
+        /// GiB the scores of one image take.
+        gib: f64,
+        /// The limit.
+        limit_gib: u64,
+    },
+}
+
+/// Limits on the sizes read from a `config.json` (the largest released checkpoints, ViT-G/14 and
+/// DINOv2 giant, use hidden 1664/1536, 48/40 layers, 16/24 heads, MLP 8192, 518 px).
+const MAX_HIDDEN: usize = 8192;
+const MAX_LAYERS: usize = 128;
+const MAX_HEADS: usize = 128;
+const MAX_INTERMEDIATE: usize = 65536;
+const MAX_IMAGE: usize = 4096;
+/// Attention scores of one image may take at most this many GiB (f32).
+const MAX_ATTENTION_GIB: u64 = 2;
+
 /// The sizes of a vision transformer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VitConfig {
@@ -100,13 +177,13 @@ impl VitConfig {
     pub fn from_hf_json(
         family: TransformerFamily,
         json: &Value,
-    ) -> std::result::Result<Self, String> {
+    ) -> std::result::Result<Self, ConfigError> {
         let (v, top) = match (family, json.get("vision_config")) {
             (TransformerFamily::Clip, Some(v)) => (v, json),
             _ => (json, json),
         };
         // A missing key takes transformers' default for it (Dinov2Config / CLIPVisionConfig).
-        let int = |k: &str| -> std::result::Result<usize, String> {
+        let int = |k: &str| -> std::result::Result<usize, ConfigError> {
             let default = match (family, k) {
                 (_, "hidden_size") => 768,
                 (_, "num_hidden_layers") | (_, "num_attention_heads") => 12,
@@ -121,7 +198,7 @@ impl VitConfig {
                 Some(x) => x
                     .as_u64()
                     .map(|x| x as usize)
-                    .ok_or_else(|| format!("`{k}` is not a whole number")),
+                    .ok_or_else(|| ConfigError::NotANumber { key: k.to_string() }),
             }
         };
         let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or("");
@@ -134,23 +211,27 @@ impl VitConfig {
             }) {
             "gelu" => Activation::Gelu,
             "quick_gelu" => Activation::QuickGelu,
-            other => {
-                return Err(format!(
-                    "hidden_act `{other}` is not supported (gelu, quick_gelu)"
-                ))
-            }
+            other => return Err(ConfigError::Activation(other.to_string())),
         };
         let hidden = int("hidden_size")?;
         let heads = int("num_attention_heads")?;
         let c = match family {
             TransformerFamily::DinoV2 => {
                 if !model_type.is_empty() && model_type != "dinov2" {
-                    return Err(format!("model_type is `{model_type}`, expected `dinov2`"));
+                    return Err(ConfigError::ModelType {
+                        found: model_type.to_string(),
+                        expected: "dinov2",
+                    });
                 }
                 if v.get("use_swiglu_ffn").and_then(Value::as_bool) == Some(true) {
-                    return Err("use_swiglu_ffn (DINOv2 giant) is not supported".into());
+                    return Err(ConfigError::SwiGlu);
                 }
                 let ratio = v.get("mlp_ratio").and_then(Value::as_f64).unwrap_or(4.0);
+                if !(ratio.is_finite() && ratio > 0.0 && ratio <= 64.0) {
+                    return Err(ConfigError::Inconsistent(format!(
+                        "mlp_ratio {ratio} must be above 0 and at most 64"
+                    )));
+                }
                 VitConfig {
                     family,
                     hidden,
@@ -169,7 +250,10 @@ impl VitConfig {
             }
             TransformerFamily::Clip => {
                 if !model_type.is_empty() && !model_type.starts_with("clip") {
-                    return Err(format!("model_type is `{model_type}`, expected `clip`"));
+                    return Err(ConfigError::ModelType {
+                        found: model_type.to_string(),
+                        expected: "clip",
+                    });
                 }
                 // CLIPModel projects with its top-level projection_dim.
                 let projection = top
@@ -194,6 +278,30 @@ impl VitConfig {
                 }
             }
         };
+        c.check()?;
+        Ok(c)
+    }
+
+    /// Checks the sizes against each other and against what can be built: every size bounded
+    /// (so no product of them overflows), LayerNorm's epsilon positive and finite.
+    pub fn check(&self) -> std::result::Result<(), ConfigError> {
+        let c = self;
+        for (what, value, limit) in [
+            ("hidden_size", c.hidden, MAX_HIDDEN),
+            ("num_hidden_layers", c.layers, MAX_LAYERS),
+            ("num_attention_heads", c.heads, MAX_HEADS),
+            ("intermediate_size", c.intermediate, MAX_INTERMEDIATE),
+            ("image_size", c.image_size, MAX_IMAGE),
+            ("patch_size", c.patch, MAX_IMAGE),
+            ("projection_dim", c.projection, MAX_HIDDEN),
+        ] {
+            if value > limit {
+                return Err(ConfigError::TooLarge { what, value, limit });
+            }
+        }
+        if !(c.eps.is_finite() && c.eps > 0.0 && c.eps < 1.0) {
+            return Err(ConfigError::Eps(c.eps));
+        }
         if c.hidden == 0
             || c.heads == 0
             || !c.hidden.is_multiple_of(c.heads)
@@ -201,14 +309,40 @@ impl VitConfig {
             || c.layers == 0
             || c.image_size < c.patch
             || c.intermediate == 0
-            || (family == TransformerFamily::Clip && c.projection == 0)
+            || (c.family == TransformerFamily::Clip && c.projection == 0)
         {
-            return Err(format!(
-                "inconsistent sizes: hidden {} with {} heads, patch {}, image {}, {} layers, mlp {}, projection {}",
+            return Err(ConfigError::Inconsistent(format!(
+                "hidden {} with {} heads, patch {}, image {}, {} layers, mlp {}, projection {}",
                 c.hidden, c.heads, c.patch, c.image_size, c.layers, c.intermediate, c.projection
-            ));
+            )));
         }
-        Ok(c)
+        Ok(())
+    }
+
+    /// Checks that an `input`×`input` image can run: at least one patch, and the attention
+    /// scores of one image within [`MAX_ATTENTION_GIB`].
+    pub fn check_input(&self, input: usize) -> std::result::Result<(), ConfigError> {
+        let grid = input / self.patch;
+        if grid == 0 {
+            return Err(ConfigError::NoPatches {
+                input,
+                patch: self.patch,
+            });
+        }
+        let tokens = grid * grid + 1;
+        let bytes = (self.heads * tokens * tokens * 4) as f64;
+        let gib = bytes / (1u64 << 30) as f64;
+        if gib > MAX_ATTENTION_GIB as f64 {
+            return Err(ConfigError::AttentionTooLarge {
+                tokens,
+                grid,
+                patch: self.patch,
+                input,
+                gib,
+                limit_gib: MAX_ATTENTION_GIB,
+            });
+        }
+        Ok(())
     }
 
     /// The sizes in one line (recorded in caches and heads, so other sizes are told apart).

@@ -98,7 +98,7 @@ impl WeightMap {
 
     /// The model config: [`config_json`](Self::config_json), else `config.json` beside the
     /// file, parsed now; `None` without either.
-    pub fn model_config(&self) -> Result<Option<serde_json::Value>> {
+    pub fn model_config(&self, backbone: &str) -> Result<Option<serde_json::Value>> {
         if let Some(j) = &self.config_json {
             return Ok(Some(j.clone()));
         }
@@ -110,7 +110,7 @@ impl WeightMap {
             .map(Some)
             .map_err(|e| Error::BadModelConfig {
                 path: p.clone(),
-                backbone: String::new(),
+                backbone: backbone.to_string(),
                 reason: format!("not JSON: {e}"),
             })
     }

@@ -94,6 +94,48 @@ fn verify_parts(cache: &std::path::Path, s: &PartsStatus) -> Vec<Problem> {
     out
 }
 
+/// `cache info` for a person: one `key  value` line each, strings unquoted, lists joined,
+/// absent values left out (the JSON form keeps every key).
+fn print_info_text(info: &serde_json::Value) {
+    for (k, v) in info.as_object().expect("an object") {
+        let shown = match v {
+            serde_json::Value::Null => continue,
+            serde_json::Value::String(s) => headstart_core::text::for_terminal(s).into_owned(),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .map(|x| match x {
+                    serde_json::Value::String(s) => {
+                        headstart_core::text::for_terminal(s).into_owned()
+                    }
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            serde_json::Value::Object(o) if k == "partitioned" => {
+                let list = |key: &str| {
+                    o.get(key)
+                        .and_then(|v| v.as_array())
+                        .map(|a| {
+                            a.iter()
+                                .map(|x| x.to_string())
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        })
+                        .unwrap_or_default()
+                };
+                format!(
+                    "{} parts (finished: {}; merged: {})",
+                    o.get("parts").map(|v| v.to_string()).unwrap_or_default(),
+                    list("finished"),
+                    o.get("merged").and_then(|v| v.as_bool()).unwrap_or(false)
+                )
+            }
+            other => other.to_string(),
+        };
+        println!("{:<15} {shown}", k.replace('_', " "));
+    }
+}
+
 /// Runs the command.
 pub fn run(c: Command) -> Result<()> {
     match c {
@@ -173,9 +215,7 @@ pub fn run(c: Command) -> Result<()> {
             if json {
                 print_json(&info)
             } else {
-                for (k, v) in info.as_object().expect("object") {
-                    println!("{k:<15} {v}");
-                }
+                print_info_text(&info);
                 Ok(())
             }
         }
@@ -192,14 +232,7 @@ pub fn run(c: Command) -> Result<()> {
                 remove_parts,
             };
             let bar = crate::progress::Bar::new("merge", quiet || json);
-            let mut started = false;
-            let report = headstart_cache::merge(&cache, &opts, &mut |_, total| {
-                if !started {
-                    bar.set_len(total);
-                    started = true;
-                }
-                bar.inc(1);
-            });
+            let report = headstart_cache::merge(&cache, &opts, &bar);
             bar.done();
             let report = report?;
             if json {

@@ -37,6 +37,7 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(a: Args) -> Result<()> {
+    a.run.threads.apply();
     let arch = a.backbone.architecture()?;
     if !arch.has_imagenet_head() {
         return Err(usage(format!(
@@ -68,7 +69,7 @@ pub fn run(a: Args) -> Result<()> {
                 .to_device(&Device::Cpu)?;
             Ok(softmax_rows(&logits)?.to_vec2::<f32>()?)
         },
-        &mut |_| {},
+        &headstart_core::progress::NoProgress,
     )?;
     let mut failed = 0;
     let out: Vec<serde_json::Value> = a

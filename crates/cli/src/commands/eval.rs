@@ -39,6 +39,7 @@ enum HeldOut {
 
 /// Runs the command.
 pub fn run(a: Args) -> Result<()> {
+    a.head.run.threads.apply();
     require_dir(&a.data_dir, "DATA_DIR")?;
     let predictor = a.head.predictor()?;
     let bar = Bar::new("eval", a.json);
@@ -51,7 +52,7 @@ pub fn run(a: Args) -> Result<()> {
         &a.data_dir,
         split,
         a.head.batch(&predictor),
-        &mut |n| bar.inc(n as u64),
+        &bar,
     )?;
     bar.done();
     if a.json {

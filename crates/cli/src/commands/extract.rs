@@ -83,12 +83,13 @@ pub struct Args {
     quiet: bool,
 }
 
-fn parse_part(s: &str) -> std::result::Result<headstart_cache::Part, String> {
+fn parse_part(s: &str) -> std::result::Result<headstart_cache::Part, headstart_cache::PartError> {
     headstart_cache::Part::parse(s, |v| std::env::var(v).ok())
 }
 
 /// Runs the command.
 pub fn run(a: Args) -> Result<()> {
+    a.run.threads.apply();
     require_dir(&a.data_dir, "DATA_DIR")?;
     if a.cache.exists() && !a.cache.is_dir() {
         return Err(usage(format!(
@@ -113,20 +114,31 @@ pub fn run(a: Args) -> Result<()> {
         part: a.part,
         ..Default::default()
     };
-    opts.validate().map_err(|e| match e {
-        headstart_extract::Error::Invalid { param, problem } => {
-            usage(format!("{} {problem}", crate::hints::flag(param)))
-        }
-        other => usage(other.to_string()),
-    })?;
+    let check = |o: ExtractOptions| {
+        o.check().map_err(|e| match e {
+            headstart_extract::Error::Invalid { param, problem } => {
+                usage(format!("{} {problem}", crate::hints::flag(param)))
+            }
+            other => usage(other.to_string()),
+        })
+    };
+    // Checked now, before any work; again (cheaply) once the device's batch size is known.
+    check(opts.clone())?;
     // The cache folder may sit inside the data folder: never scanned as images.
     let dataset = Dataset::scan_excluding(&a.data_dir, &[&a.cache])?;
     let (resolved, weights) = a.backbone.load_weights(arch)?;
+    opts.weights_file = Some(
+        std::fs::canonicalize(&resolved.path)
+            .unwrap_or_else(|_| resolved.path.clone())
+            .display()
+            .to_string(),
+    );
     let model = a.backbone.backbone(&a.run, arch, &weights, false)?;
     drop(weights);
     if a.batch_size.is_none() {
         opts.batch_size = default_batch(model.device());
     }
+    let opts = check(opts)?;
     // Created only now: a usage error or a missing weights file leaves no empty cache behind.
     output_dir(&a.cache, "--cache")?;
     if !a.quiet && !a.json {

@@ -40,6 +40,22 @@ pub struct Args {
     quiet: bool,
 }
 
+/// A download failure in one short phrase (ureq's own message repeats the URL and the cause).
+fn why(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Status(code, r) => format!("the server answered {code} {}", r.status_text()),
+        ureq::Error::Transport(t) => match t.kind() {
+            ureq::ErrorKind::Dns => format!(
+                "no network (the name {} does not resolve); offline, use photos already on disk instead",
+                t.url().and_then(|u| u.host_str()).unwrap_or("of the server")
+            ),
+            ureq::ErrorKind::ConnectionFailed => "the connection failed (no network, or a firewall)".into(),
+            ureq::ErrorKind::Io => "the connection broke".into(),
+            _ => t.message().map(str::to_string).unwrap_or_else(|| t.kind().to_string()),
+        },
+    }
+}
+
 /// Maps the archive's folder names to the tutorial's singular class names.
 fn class_name(dir: &str) -> &str {
     match dir {
@@ -68,7 +84,24 @@ pub fn run(a: Args) -> Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    fs::create_dir_all(&parent).map_err(|e| {
+        usage(format!(
+            "--out {}: cannot create its folder {} ({e})",
+            a.out.display(),
+            parent.display()
+        ))
+    })?;
+    // Checked before anything is downloaded: the folder must take the archive and the photos.
+    let probe = parent.join(format!(".headstart-probe-{}", std::process::id()));
+    File::create(&probe)
+        .and_then(|_| fs::remove_file(&probe))
+        .map_err(|e| {
+            usage(format!(
+                "--out {}: cannot write into {} ({e})",
+                a.out.display(),
+                parent.display()
+            ))
+        })?;
     let name = a
         .out
         .file_name()
@@ -79,12 +112,9 @@ pub fn run(a: Args) -> Result<()> {
 
     // 1. Download (streamed, hashed on the fly).
     eprintln!("downloading {}", a.url);
-    let resp = ureq::get(&a.url).call().with_context(|| {
-        format!(
-            "downloading {}: check the network, or pass --url to a mirror",
-            a.url
-        )
-    })?;
+    let resp = ureq::get(&a.url)
+        .call()
+        .map_err(|e| anyhow::anyhow!("cannot download {}: {}", a.url, why(&e)))?;
     let total: Option<u64> = resp.header("content-length").and_then(|v| v.parse().ok());
     let bar = Bar::new("download", a.quiet);
     bar.set_len(total.unwrap_or(0));

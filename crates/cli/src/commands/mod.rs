@@ -3,6 +3,7 @@
 pub mod benchmark;
 pub mod cache;
 pub mod classify;
+pub mod completions;
 pub mod devices;
 pub mod eval;
 pub mod extract;

@@ -60,7 +60,28 @@ impl HeadArgs {
         }
         let head = HeadCheckpoint::load(&self.head)?;
         let arch = Architecture::from_name(&head.meta.backbone.name)?;
-        let resolved = resolve_weights(arch, self.weights.as_deref())?;
+        let resolved = match resolve_weights(arch, self.weights.as_deref()) {
+            Ok(r) => r,
+            Err(e @ headstart_backbone::Error::WeightsNotFound { .. }) => {
+                let sha = &head.meta.weights_sha256;
+                let fix = match &head.meta.weights_file {
+                    Some(f) => format!(
+                        "pass --weights {f} (the file the head's features were extracted with, sha256 {}…)",
+                        &sha[..sha.len().min(12)]
+                    ),
+                    None => format!(
+                        "pass --weights PATH: the {} weights the head's cache was extracted with (sha256 {sha})",
+                        arch
+                    ),
+                };
+                return Err(crate::common::WithFix {
+                    error: e.into(),
+                    fix,
+                }
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let map = WeightMap::from_file(&resolved.path, self.weights_prefix.as_deref())?;
         Ok(Predictor::with_precision(
             head,
@@ -111,6 +132,7 @@ pub fn parent_class(path: &Path, classes: &[String]) -> Option<String> {
 
 /// Runs the command.
 pub fn run(a: Args) -> Result<()> {
+    a.head.run.threads.apply();
     for p in &a.paths {
         if !p.exists() {
             return Err(usage(format!("{}: no such file or directory", p.display())));
@@ -126,12 +148,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let bar = Bar::new("predict", a.format != Format::Table || paths.len() < 64);
     bar.set_len(paths.len() as u64);
-    let preds = predictor.predict(
-        &paths,
-        a.head.batch(&predictor),
-        a.top_k as usize,
-        &mut |n| bar.inc(n as u64),
-    )?;
+    let preds = predictor.predict(&paths, a.head.batch(&predictor), a.top_k as usize, &bar)?;
     bar.done();
     match a.format {
         Format::Json => print_json(&preds)?,

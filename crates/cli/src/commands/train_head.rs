@@ -4,17 +4,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use headstart_cache::atomic::{publish_dir, write_atomic};
-use headstart_cache::lock::DirLock;
 use headstart_cache::CacheIndex;
-use headstart_head::history::to_csv;
 use headstart_head::{
-    train_head, ClassWeight, LbfgsParams, SgdParams, Solver, TrainConfig, TrainEvent, TrainLimits,
-    ViewSelection,
+    train_head, ClassWeight, HeadContents, HeadDir, LbfgsParams, RunRecord, SgdParams, Solver,
+    TrainConfig, TrainEvent, TrainLimits, ViewSelection,
 };
 use serde_json::json;
 
-use crate::common::{output_dir, print_json, require_dir, usage};
+use crate::common::{print_json, require_dir, usage};
 use crate::draw::plot_curves;
 
 /// Optimiser.
@@ -105,6 +102,8 @@ pub struct Args {
     /// Print a JSON summary on stdout (the per-epoch table goes to stderr).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    threads: crate::common::Threads,
 }
 
 impl Args {
@@ -163,24 +162,22 @@ impl Args {
 /// Runs the command: parses the flags into a [`TrainConfig`], trains with the library call
 /// [`train_head`], prints the table and publishes the head directory.
 pub fn run(a: Args) -> Result<()> {
+    a.threads.apply();
     let started = Instant::now();
     require_dir(&a.cache, "--cache")?;
-    let config = a.config();
-    config.check().map_err(|e| match e {
+    let config = a.config().check().map_err(|e| match e {
         headstart_head::Error::InvalidParams { param, problem } => {
             usage(format!("{} {problem}", crate::hints::flag(param)))
         }
         other => usage(other.to_string()),
     })?;
-    output_dir(&a.out, "--out")?;
-    // The head folder is swapped in whole, beside itself: work on the real folder (`.`, `..`
-    // and symlinks resolved) and check now, before training, that its parent takes the swap.
-    let out_dir = std::fs::canonicalize(&a.out)
-        .with_context(|| format!("--out {}: cannot resolve the path", a.out.display()))?;
-    check_publishable(&out_dir)?;
-    refuse_foreign_files(&out_dir)?;
-    let (_lock, warning) = DirLock::acquire(&out_dir)?;
-    if let Some(w) = warning {
+    // Resolved, checked and locked now, before training (the library names the folder; the
+    // flag is ours).
+    let out_dir = HeadDir::open(&a.out).map_err(|e| match e {
+        headstart_head::Error::HeadDir { .. } => usage(format!("--out {e}")),
+        other => other.into(),
+    })?;
+    if let Some(w) = &out_dir.warning {
         eprintln!("warning: {w}");
     }
     if let Some(w) = a.ignored_flags() {
@@ -245,38 +242,38 @@ pub fn run(a: Args) -> Result<()> {
 
     // Every file of the head directory is written into a staging directory and swapped in at
     // once: a reader (or a crash at any moment) sees the old complete head or the new one.
-    let out = &out_dir;
+    let out = out_dir.path();
     let ck = trained.checkpoint(&cache);
-    let seconds = started.elapsed().as_secs_f64();
-    let run = json!({
-        "command": std::env::args().collect::<Vec<_>>(),
-        "tool": "headstart",
-        "version": env!("CARGO_PKG_VERSION"),
-        "git_commit": env!("HEADSTART_GIT_COMMIT"),
-        "cache": a.cache,
-        "cache_manifest_sha256": trained.cache_manifest_sha256,
-        "config": trained.config,
-        "split": trained.split,
-        "lbfgs": trained.lbfgs,
-        "rows_streamed": trained.rows_streamed,
-        "seconds": seconds,
-    });
+    let run = RunRecord {
+        command: std::env::args().collect(),
+        tool: "headstart".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: env!("HEADSTART_GIT_COMMIT").into(),
+        cache: a.cache.clone(),
+        cache_manifest_sha256: trained.cache_manifest_sha256.clone(),
+        config: trained.config.clone(),
+        split: trained.split.clone(),
+        lbfgs: trained.lbfgs.clone(),
+        rows_streamed: trained.rows_streamed,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let seconds = run.seconds;
     let title = format!(
         "{}-class linear head on {} features",
         classes, cache.manifest.settings.backbone.name
     );
     let history = &trained.history;
     let report = &trained.report;
-    publish_dir(out, |dir| -> Result<()> {
-        let write = |name: &str, bytes: &[u8]| write_atomic(&dir.join(name), bytes);
-        ck.save(dir)?;
-        write("history.json", &serde_json::to_vec_pretty(history)?)?;
-        write("history.csv", to_csv(history).as_bytes())?;
-        plot_curves(history, &dir.join("curves.png"), &title)?;
-        write("report.json", &serde_json::to_vec_pretty(report)?)?;
-        write("report.txt", report.to_text().as_bytes())?;
-        write("run.json", &serde_json::to_vec_pretty(&run)?)?;
-        Ok(())
+    let curves = match &trained.lbfgs {
+        Some(rep) => crate::draw::plot_lbfgs(rep, &title)?,
+        None => plot_curves(history, &title)?,
+    };
+    out_dir.publish(&HeadContents {
+        checkpoint: &ck,
+        history,
+        report,
+        run: &run,
+        curves_png: &curves,
     })?;
     let last = history.last().expect("at least one epoch");
     if a.json {
@@ -304,59 +301,4 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The files of a head directory (it is replaced as a whole by each train-head).
-const HEAD_FILES: [&str; 7] = [
-    "head.safetensors",
-    "history.json",
-    "history.csv",
-    "curves.png",
-    "report.json",
-    "report.txt",
-    "run.json",
-];
-
-/// `--out` is replaced by a swap with a sibling folder: its parent must take one.
-fn check_publishable(out: &std::path::Path) -> Result<()> {
-    let Some(parent) = out.parent() else {
-        return Err(usage(format!(
-            "--out {}: the head folder is replaced as a whole, so it cannot be a filesystem root",
-            out.display()
-        )));
-    };
-    let probe = parent.join(format!(".headstart-probe-{}", std::process::id()));
-    std::fs::create_dir(&probe)
-        .and_then(|()| std::fs::remove_dir(&probe))
-        .map_err(|e| {
-            usage(format!(
-                "--out {}: the head folder is replaced as a whole, so its parent folder {} must be writable ({e})",
-                out.display(),
-                parent.display()
-            ))
-        })
-}
-
-/// `--out` is replaced as a whole: refuse a folder that holds anything but a head.
-fn refuse_foreign_files(out: &std::path::Path) -> Result<()> {
-    let mut foreign: Vec<String> = std::fs::read_dir(out)
-        .with_context(|| format!("--out {}: cannot list the folder", out.display()))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| {
-            !HEAD_FILES.contains(&n.as_str())
-                && n != headstart_cache::lock::LOCK_FILE
-                && n != ".DS_Store"
-                && !(n.starts_with('.') && n.contains(".tmp-"))
-        })
-        .collect();
-    if foreign.is_empty() {
-        return Ok(());
-    }
-    foreign.sort();
-    Err(usage(format!(
-        "--out {}: holds files that are not part of a head ({}); the head folder is replaced as a whole, so pick an empty folder, a new path or an existing head folder",
-        out.display(),
-        foreign.join(", ")
-    )))
 }

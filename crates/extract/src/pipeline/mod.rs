@@ -26,7 +26,7 @@ mod options;
 mod report;
 mod views;
 
-pub use options::{ExtractOptions, SAMPLER};
+pub use options::{ExtractOptions, ValidExtractOptions, SAMPLER};
 pub use report::{ExtractReport, NoProgress, Progress, Skipped};
 use views::*;
 
@@ -36,10 +36,9 @@ pub fn extract(
     backbone: &Backbone,
     weights_sha256: &str,
     cache_dir: &Path,
-    opts: &ExtractOptions,
+    opts: &ValidExtractOptions,
     progress: &dyn Progress,
 ) -> Result<ExtractReport> {
-    opts.validate()?;
     let started = Instant::now();
     let cfg = backbone.config().clone();
     let size = cfg.preprocess.input_size as usize;
@@ -50,6 +49,8 @@ pub fn extract(
         weights_sha256: weights_sha256.to_string(),
         seed: opts.seed,
         dtype: opts.dtype,
+        max_pixels: opts.limits.max_pixels,
+        weights_file: opts.weights_file.clone(),
     };
     // A part's folder is written by its part only (a whole-dataset run there would put every
     // image into one part).
@@ -57,8 +58,7 @@ pub fn extract(
         return Err(headstart_cache::Error::Partition {
             path: cache_dir.to_path_buf(),
             problem: format!(
-                "is part {part} of the partitioned cache {}: extract into it with `--cache {} --part {part}`",
-                cache.display(),
+                "is part {part} of the partitioned cache {}: extract that part into the partitioned cache, not into the part's folder",
                 cache.display()
             ),
         }
@@ -218,7 +218,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            o.validate(),
+            o.check().map(drop),
             Err(Error::Invalid {
                 param: "batch_size",
                 ..
@@ -230,12 +230,12 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            o.validate(),
+            o.check().map(drop),
             Err(Error::Invalid {
                 param: "shard_size",
                 ..
             })
         ));
-        assert!(ExtractOptions::default().validate().is_ok());
+        assert!(ExtractOptions::default().check().is_ok());
     }
 }

@@ -27,6 +27,9 @@ pub struct ExtractOptions {
     /// Extract only this part of an N-way partition, into `CACHE_DIR/parts/IIII-of-NNNN/`
     /// (see `headstart_cache::partition`); `None` = the whole dataset into `CACHE_DIR`.
     pub part: Option<Part>,
+    /// Where the weights were read from, recorded in a new cache (so that `predict` can name the
+    /// file a head's features came from).
+    pub weights_file: Option<String>,
 }
 
 impl Default for ExtractOptions {
@@ -41,13 +44,32 @@ impl Default for ExtractOptions {
             limits: DecodeLimits::default(),
             augment: AugmentParams::default(),
             part: None,
+            weights_file: None,
         }
     }
 }
 
+/// [`ExtractOptions`] whose values have been checked ([`ExtractOptions::check`]): what
+/// [`extract`](crate::extract) takes, so nothing checks them again. Reads as the plain options.
+#[derive(Debug, Clone)]
+pub struct ValidExtractOptions(ExtractOptions);
+
+impl std::ops::Deref for ValidExtractOptions {
+    type Target = ExtractOptions;
+    fn deref(&self) -> &ExtractOptions {
+        &self.0
+    }
+}
+
 impl ExtractOptions {
-    /// Checks the values once; every later step can rely on them.
-    pub fn validate(&self) -> Result<()> {
+    /// Checks the values once into [`ValidExtractOptions`]; an `Error::Invalid` names the first
+    /// bad one.
+    pub fn check(self) -> Result<ValidExtractOptions> {
+        self.problems()?;
+        Ok(ValidExtractOptions(self))
+    }
+
+    fn problems(&self) -> Result<()> {
         let bad = |param: &'static str, problem: String| Err(Error::Invalid { param, problem });
         if self.batch_size == 0 {
             return bad("batch_size", "must be at least 1".into());
@@ -66,9 +88,9 @@ impl ExtractOptions {
                 ),
             );
         }
-        self.augment.check().map_err(|problem| Error::Invalid {
+        self.augment.check().map_err(|e| Error::Invalid {
             param: "augment",
-            problem,
+            problem: e.to_string(),
         })
     }
 

@@ -2,20 +2,7 @@
 
 use super::*;
 
-/// Receives progress updates (the CLI draws a bar; tests ignore them).
-pub trait Progress: Sync {
-    /// The run will look at `total` images.
-    fn start(&self, _total: u64) {}
-    /// `n` more images are done (processed, reused or skipped).
-    fn advance(&self, _n: u64) {}
-    /// The run is over.
-    fn finish(&self) {}
-}
-
-/// A [`Progress`] that shows nothing.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoProgress;
-impl Progress for NoProgress {}
+pub use headstart_core::progress::{NoProgress, Progress};
 
 /// A file that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

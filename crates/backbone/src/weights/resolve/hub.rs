@@ -2,6 +2,49 @@
 
 use super::*;
 
+/// Why a file is not in a Hugging Face cache.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum CacheMiss {
+    /// No folder for the repository.
+    #[error("not present")]
+    NotPresent,
+    /// No `refs/main`.
+    #[error("no refs/main")]
+    NoRefsMain,
+    /// The snapshot's link points nowhere.
+    #[error("{file} in snapshot {commit} is a dangling link")]
+    Dangling { file: String, commit: String },
+    /// The snapshot lacks the file.
+    #[error("no {file} in snapshot {commit}")]
+    NotInSnapshot { file: String, commit: String },
+}
+
+/// Why a download from the hub failed, in a few words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum DownloadError {
+    /// Nothing listens at the endpoint.
+    #[error("connection refused")]
+    Refused,
+    /// No answer.
+    #[error("connection timed out")]
+    TimedOut,
+    /// The hub answered with an error status.
+    #[error("HTTP {code}{}", http_hint(code))]
+    Http { code: String },
+    /// Anything else hf-hub reported (one line).
+    #[error("{0}")]
+    Other(String),
+}
+
+fn http_hint(code: &str) -> &'static str {
+    match code {
+        "401" | "403" => " (not authorized: private or gated repository?)",
+        "404" => " (no such repository or file)",
+        c if c.starts_with('5') => " (server error)",
+        _ => "",
+    }
+}
+
 /// Looks `repo`/`file` up in the Hugging Face cache at `dir` (revision `main`), from disk only.
 ///
 /// `Err` says why it is not there.
@@ -9,7 +52,7 @@ pub(super) fn hf_cache_lookup(
     dir: &Path,
     repo: &str,
     file: &str,
-) -> std::result::Result<PathBuf, String> {
+) -> std::result::Result<PathBuf, CacheMiss> {
     let hf_repo = Repo::model(repo.to_string());
     if let Some(path) = Cache::new(dir.to_path_buf())
         .repo(hf_repo.clone())
@@ -23,19 +66,25 @@ pub(super) fn hf_cache_lookup(
     // (hf-hub reads it verbatim).
     let repo_dir = dir.join(hf_repo.folder_name());
     if !repo_dir.is_dir() {
-        return Err("not present".to_string());
+        return Err(CacheMiss::NotPresent);
     }
     let commit = match std::fs::read_to_string(repo_dir.join("refs").join("main")) {
         Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
-        _ => return Err("no refs/main".to_string()),
+        _ => return Err(CacheMiss::NoRefsMain),
     };
     let path = repo_dir.join("snapshots").join(&commit).join(file);
     if path.is_file() {
         Ok(path)
     } else if path.symlink_metadata().is_ok() {
-        Err(format!("{file} in snapshot {commit} is a dangling link"))
+        Err(CacheMiss::Dangling {
+            file: file.to_string(),
+            commit,
+        })
     } else {
-        Err(format!("no {file} in snapshot {commit}"))
+        Err(CacheMiss::NotInSnapshot {
+            file: file.to_string(),
+            commit,
+        })
     }
 }
 
@@ -70,7 +119,7 @@ pub(super) fn hub_download(
     endpoint: &str,
     repo: &str,
     file: &str,
-) -> std::result::Result<PathBuf, String> {
+) -> std::result::Result<PathBuf, DownloadError> {
     let api = ApiBuilder::from_cache(Cache::new(cache_dir.to_path_buf()))
         .with_endpoint(endpoint.to_string())
         .with_progress(false)
@@ -90,19 +139,21 @@ pub(super) fn hub_download(
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_string());
-            Err(one_line(&format!("hf-hub failed: {msg}")))
+            Err(DownloadError::Other(one_line(&format!(
+                "hf-hub failed: {msg}"
+            ))))
         }
     }
 }
 
 /// A short, single-line reason for a failed hub request.
-pub(super) fn describe_api_error(err: &ApiError) -> String {
+pub(super) fn describe_api_error(err: &ApiError) -> DownloadError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cause {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => return "connection refused".to_string(),
-                std::io::ErrorKind::TimedOut => return "connection timed out".to_string(),
+                std::io::ErrorKind::ConnectionRefused => return DownloadError::Refused,
+                std::io::ErrorKind::TimedOut => return DownloadError::TimedOut,
                 _ => {}
             }
         }
@@ -114,15 +165,9 @@ pub(super) fn describe_api_error(err: &ApiError) -> String {
             .chars()
             .take_while(char::is_ascii_digit)
             .collect();
-        let hint = match code.as_str() {
-            "401" | "403" => " (not authorized: private or gated repository?)",
-            "404" => " (no such repository or file)",
-            c if c.starts_with('5') => " (server error)",
-            _ => "",
-        };
-        return format!("HTTP {code}{hint}");
+        return DownloadError::Http { code };
     }
-    one_line(&text)
+    DownloadError::Other(one_line(&text))
 }
 
 /// Collapses whitespace runs (newlines included) into single spaces.

@@ -209,17 +209,23 @@ fn hf_cache_tolerates_a_newline_in_refs_and_explains_misses() {
     let dir = tempfile::tempdir().unwrap();
     let repo_dir = dir.path().join("models--timm--resnet18.tv_in1k");
     assert_eq!(
-        hf_cache_lookup(dir.path(), "timm/resnet18.tv_in1k", "model.safetensors").unwrap_err(),
+        hf_cache_lookup(dir.path(), "timm/resnet18.tv_in1k", "model.safetensors")
+            .unwrap_err()
+            .to_string(),
         "not present"
     );
     std::fs::create_dir_all(&repo_dir).unwrap();
     assert_eq!(
-        hf_cache_lookup(dir.path(), "timm/resnet18.tv_in1k", "model.safetensors").unwrap_err(),
+        hf_cache_lookup(dir.path(), "timm/resnet18.tv_in1k", "model.safetensors")
+            .unwrap_err()
+            .to_string(),
         "no refs/main"
     );
     write(&repo_dir.join("refs/main"), b"abc123\n");
     assert_eq!(
-        hf_cache_lookup(dir.path(), "timm/resnet18.tv_in1k", "model.safetensors").unwrap_err(),
+        hf_cache_lookup(dir.path(), "timm/resnet18.tv_in1k", "model.safetensors")
+            .unwrap_err()
+            .to_string(),
         "no model.safetensors in snapshot abc123"
     );
     let file = repo_dir.join("snapshots/abc123/model.safetensors");
@@ -272,11 +278,11 @@ fn corrupt_cached_blob_is_skipped_for_the_torch_hub_copy() {
 fn api_errors_become_short_reasons() {
     let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
     assert_eq!(
-        describe_api_error(&ApiError::IoError(refused)),
+        describe_api_error(&ApiError::IoError(refused)).to_string(),
         "connection refused"
     );
     assert_eq!(
-        describe_api_error(&ApiError::MissingHeader("etag")),
+        describe_api_error(&ApiError::MissingHeader("etag")).to_string(),
         "Header etag is missing"
     );
     assert_eq!(one_line("a\n  b\tc "), "a b c");

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-pub use headstart_cache::Split;
+pub use headstart_core::config::Split;
 
 use crate::{Error, Result};
 
@@ -166,11 +166,11 @@ impl Skip {
 /// Whether `dir` is headstart's own output (a feature cache or a head), never to be scanned as
 /// data even inside the data folder: it holds headstart's lock file, a head, or a cache manifest.
 pub fn is_headstart_output(dir: &Path) -> bool {
-    if dir.join("head.safetensors").is_file() {
+    if dir.join(headstart_core::files::HEAD_FILE).is_file() {
         return true;
     }
     // A cache still being written for the first time: headstart's lock file beside shards.
-    if dir.join(headstart_cache::lock::LOCK_FILE).is_file()
+    if dir.join(headstart_core::files::LOCK_FILE).is_file()
         && std::fs::read_dir(dir).is_ok_and(|rd| {
             rd.flatten().any(|e| {
                 let n = e.file_name();
@@ -185,7 +185,7 @@ pub fn is_headstart_output(dir: &Path) -> bool {
     let n = std::fs::File::open(dir.join("manifest.json"))
         .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
         .unwrap_or(0);
-    let marker = headstart_cache::manifest::FORMAT.as_bytes();
+    let marker = headstart_core::files::CACHE_FORMAT.as_bytes();
     head[..n].windows(marker.len()).any(|w| w == marker)
 }
 
@@ -576,14 +576,14 @@ mod tests {
         fs::write(
             d.path()
                 .join("dog/cache")
-                .join(headstart_cache::lock::LOCK_FILE),
+                .join(headstart_core::files::LOCK_FILE),
             b"",
         )
         .unwrap();
         fs::write(d.path().join("dog/cache/shard-00000.safetensors"), b"").unwrap();
         // A stray lock file alone does not hide a class folder.
         fs::write(
-            d.path().join("cat").join(headstart_cache::lock::LOCK_FILE),
+            d.path().join("cat").join(headstart_core::files::LOCK_FILE),
             b"",
         )
         .unwrap();
