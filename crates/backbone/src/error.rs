@@ -32,12 +32,12 @@ pub enum Error {
     Input(String),
 
     /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file involved.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (shown in the message; not a separate source, so it is printed once).
+        error: std::io::Error,
     },
 
     /// The backbone name is not in the zoo.
@@ -98,7 +98,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

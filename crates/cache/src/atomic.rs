@@ -30,7 +30,15 @@ pub fn write_atomic_with(
 ) -> Result<()> {
     let tmp = temp_path(path);
     let result = (|| -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
+        // Created exclusively, never through a link; a leftover of a killed run that had this
+        // pid is removed first (removing a link removes the link, not its target).
+        let mut f = match crate::safe_fs::create_new(&tmp) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                fs::remove_file(&tmp)?;
+                crate::safe_fs::create_new(&tmp)?
+            }
+            r => r?,
+        };
         {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
             fill(&mut w)?;

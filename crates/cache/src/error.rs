@@ -6,12 +6,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A filesystem operation failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file or directory involved.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (shown in the message; not a separate source, so it is printed once).
+        error: std::io::Error,
     },
 
     /// `manifest.json` is missing, unreadable or malformed.
@@ -165,7 +165,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }
@@ -179,18 +179,22 @@ pub enum ShardProblem {
     Checksum,
     /// Not a safetensors file, or a tensor is missing or mis-shaped.
     Format,
-    /// A row's image or label index disagrees with the manifest.
+    /// A row's image or label index disagrees with the manifest, or an image's rows are not
+    /// where they must be (consecutive, in one shard, one per view).
     Index,
+    /// A feature is NaN or infinite.
+    Values,
 }
 
 impl ShardProblem {
-    /// The check's name in reports: `missing`, `sha256`, `format`, `index`.
+    /// The check's name in reports: `missing`, `sha256`, `format`, `index`, `values`.
     pub fn check(self) -> &'static str {
         match self {
             ShardProblem::Missing => "missing",
             ShardProblem::Checksum => "sha256",
             ShardProblem::Format => "format",
             ShardProblem::Index => "index",
+            ShardProblem::Values => "values",
         }
     }
 }

@@ -114,7 +114,7 @@ impl CacheIndex {
     pub fn open(dir: &Path) -> Result<Self> {
         let path = Manifest::path_in(dir);
         let lock = FeatureCache::lock_for_reading(dir)?;
-        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let file = crate::safe_fs::open_regular(&path).map_err(|e| Error::io(&path, e))?;
         let mut reader = HashingReader {
             inner: std::io::BufReader::with_capacity(1 << 20, file),
             hash: Sha256::new(),
@@ -135,6 +135,18 @@ impl CacheIndex {
         let (manifest, images) = repr.into_parts();
         crate::manifest::check_format(&manifest.format, manifest.format_version).map_err(bad)?;
         crate::manifest::check_shards(&manifest.shards, manifest.rows).map_err(bad)?;
+        let ok_images = images
+            .status
+            .iter()
+            .filter(|&&s| s == ImageStatus::Ok)
+            .count();
+        crate::manifest::check_sizes(
+            &manifest.settings,
+            manifest.classes.len(),
+            ok_images,
+            manifest.rows,
+        )
+        .map_err(bad)?;
         if let Some((i, &l)) = images
             .label
             .iter()

@@ -97,14 +97,20 @@ fn parse_commit_name(name: &str) -> Option<u64> {
 
 /// Whether `cache` has a journal with at least one commit.
 pub fn has_journal(cache: &Path) -> bool {
-    commit_path(cache, 0).is_file()
+    std::fs::symlink_metadata(commit_path(cache, 0)).is_ok_and(|m| m.is_file())
 }
+
+/// The largest journal commit read: one shard's images (at most a few MB at any shard size).
+const MAX_COMMIT_BYTES: u64 = 256 << 20;
 
 /// Writes commit file number `c.commit` atomically.
 pub(crate) fn write_commit(cache: &Path, c: &Commit) -> Result<()> {
     let dir = journal_dir(cache);
+    // A real folder inside the cache (a link planted as journal/ is never written through).
     if c.commit == 0 {
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        crate::safe_fs::ensure_real_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+    } else {
+        crate::safe_fs::real_dir(&dir).map_err(|e| Error::io(&dir, e))?;
     }
     let bytes = serde_json::to_vec(c).map_err(|e| Error::Invalid(e.to_string()))?;
     write_atomic(&commit_path(cache, c.commit), &bytes)
@@ -119,44 +125,121 @@ pub(crate) struct Replayed {
     pub shards_after: Vec<usize>,
 }
 
-/// Replays the journal of `cache` into a manifest; `Ok(None)` without a journal.
-pub(crate) fn replay(cache: &Path) -> Result<Option<Replayed>> {
-    // Read-only: readers call this without the lock; only the writer removes temp files.
+/// The commit numbers in the journal of `cache`, sorted; `None` without a journal.
+fn commit_numbers(cache: &Path) -> Result<Option<Vec<u64>>> {
     let dir = journal_dir(cache);
-    let mut numbers: Vec<u64> = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries
-            .flatten()
-            .filter_map(|e| parse_commit_name(&e.file_name().to_string_lossy()))
-            .collect(),
+    match crate::safe_fs::real_dir(&dir) {
+        Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(&dir, e)),
-    };
+    }
+    let mut numbers: Vec<u64> = std::fs::read_dir(&dir)
+        .map_err(|e| Error::io(&dir, e))?
+        .flatten()
+        .filter_map(|e| parse_commit_name(&e.file_name().to_string_lossy()))
+        .collect();
     if numbers.is_empty() {
         return Ok(None);
     }
     numbers.sort_unstable();
+    Ok(Some(numbers))
+}
+
+/// Replays commits `numbers` (which must be 0, 1, …); on failure, the index of the commit that
+/// failed and why.
+fn replay_numbers(cache: &Path, numbers: &[u64]) -> std::result::Result<Replayed, (usize, Error)> {
     let mut m: Option<Manifest> = None;
     let mut shards_after = Vec::with_capacity(numbers.len());
     for (k, &n) in numbers.iter().enumerate() {
         let path = commit_path(cache, n);
-        let bad = |reason: ManifestError| Error::Manifest {
-            path: path.clone(),
-            reason,
+        let bad = |reason: ManifestError| {
+            (
+                k,
+                Error::Manifest {
+                    path: path.clone(),
+                    reason,
+                },
+            )
         };
         if n != k as u64 {
             return Err(bad(ManifestError::Inconsistent(format!(
                 "commit {k} is missing from the journal"
             ))));
         }
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let bytes = crate::safe_fs::read_regular(&path, MAX_COMMIT_BYTES)
+            .map_err(|e| bad(ManifestError::Inconsistent(format!("unreadable: {e}"))))?;
         let c: Commit = serde_json::from_slice(&bytes).map_err(|e| bad(e.into()))?;
         apply(&mut m, c).map_err(bad)?;
         shards_after.push(m.as_ref().map_or(0, |m| m.shards.len()));
     }
-    Ok(Some(Replayed {
-        manifest: m.expect("commit 0 exists"),
-        shards_after,
-    }))
+    match m {
+        Some(manifest) => Ok(Replayed {
+            manifest,
+            shards_after,
+        }),
+        None => Err(bad_empty(cache)),
+    }
+}
+
+fn bad_empty(cache: &Path) -> (usize, Error) {
+    (
+        0,
+        Error::Manifest {
+            path: journal_dir(cache),
+            reason: ManifestError::Inconsistent("the journal has no commit".into()),
+        },
+    )
+}
+
+/// Replays the journal of `cache` into a manifest; `Ok(None)` without a journal.
+pub(crate) fn replay(cache: &Path) -> Result<Option<Replayed>> {
+    // Read-only: readers call this without the lock; only the writer removes temp files.
+    let Some(numbers) = commit_numbers(cache)? else {
+        return Ok(None);
+    };
+    replay_numbers(cache, &numbers)
+        .map(Some)
+        .map_err(|(_, e)| e)
+}
+
+/// What [`replay_repairing`] did about a journal that did not replay.
+#[derive(Debug)]
+pub(crate) enum Repair {
+    /// It replayed as it is.
+    None,
+    /// Its last commit (torn, empty or otherwise unreadable) was removed: that commit's shard
+    /// is not part of the cache and is computed again.
+    DroppedLast {
+        /// The commit's number.
+        commit: u64,
+        /// Why it did not replay.
+        reason: String,
+    },
+}
+
+/// [`replay`] for the writer (who holds the lock): a last commit that does not replay is
+/// removed — a commit is written atomically, so only damage leaves one torn, and everything
+/// before it is intact — and the journal replays without it. Damage further back is an error.
+pub(crate) fn replay_repairing(cache: &Path) -> Result<(Option<Replayed>, Repair)> {
+    let Some(numbers) = commit_numbers(cache)? else {
+        return Ok((None, Repair::None));
+    };
+    match replay_numbers(cache, &numbers) {
+        Ok(r) => Ok((Some(r), Repair::None)),
+        Err((k, e)) if k + 1 == numbers.len() && k > 0 => {
+            let path = commit_path(cache, numbers[k]);
+            crate::atomic::remove_durably(&path)?;
+            let r = replay_numbers(cache, &numbers[..k]).map_err(|(_, e)| e)?;
+            Ok((
+                Some(r),
+                Repair::DroppedLast {
+                    commit: numbers[k],
+                    reason: e.to_string(),
+                },
+            ))
+        }
+        Err((_, e)) => Err(e),
+    }
 }
 
 /// Cuts the journal back to its first `keep` commits (the last ones are removed first, so a

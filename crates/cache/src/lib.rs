@@ -12,6 +12,7 @@ pub mod merge;
 pub mod partition;
 pub mod reader;
 pub mod rows;
+pub mod safe_fs;
 pub mod shard_file;
 pub mod st;
 pub mod writer;

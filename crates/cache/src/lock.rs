@@ -6,8 +6,8 @@
 //! "judged stale" and "removed" in which a second writer can slip in. The file itself stays; the
 //! holder's pid and command line are written into it only to name the holder in messages.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
+use std::fs::{self, File, TryLockError};
+use std::io::{Seek, Write};
 use std::path::Path;
 
 use crate::{Error, Result};
@@ -23,10 +23,9 @@ pub struct DirLock {
 }
 
 fn holder_of(path: &Path) -> String {
-    let mut s = String::new();
-    if let Ok(mut f) = File::open(path) {
-        let _ = f.read_to_string(&mut s);
-    }
+    let bytes = crate::safe_fs::read_regular(path, 64 << 10).unwrap_or_default();
+    let s = String::from_utf8_lossy(&bytes);
+    let s = headstart_core::text::for_terminal(s.trim()).into_owned();
     let s = s.trim();
     if s.is_empty() {
         "another process (it has not written its name yet)".into()
@@ -53,18 +52,15 @@ impl DirLock {
     /// note for the user, if any (kept for callers that print one; there are none today).
     pub fn acquire(dir: &Path) -> Result<(Self, Option<String>)> {
         let path = dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        // Never through a link, never anything but a regular file: a lock file planted as a
+        // link to a file elsewhere must not get that file truncated.
+        let file = crate::safe_fs::open_lock_file(&path).map_err(|e| Error::io(&path, e))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 // Readers hold it shared (and write no name); a writer holds it exclusively.
-                let readers = File::open(&path).is_ok_and(|f| f.try_lock_shared().is_ok());
+                let readers =
+                    crate::safe_fs::open_regular(&path).is_ok_and(|f| f.try_lock_shared().is_ok());
                 return Err(Error::Locked {
                     holder: if readers {
                         "being read, by train-head or cache verify/info".into()
@@ -102,17 +98,23 @@ impl DirLock {
     /// be written (a read-only copy) has no writer either, and is read without a lock.
     pub fn acquire_shared(dir: &Path) -> Result<Self> {
         let path = dir.join(LOCK_FILE);
-        let file = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-        {
+        // A link or a non-file where the lock file belongs: refused, not followed (and nothing
+        // is created at the link's target).
+        if let Ok(meta) = fs::symlink_metadata(&path) {
+            if meta.file_type().is_symlink() || !meta.is_file() {
+                return Err(Error::io(
+                    &path,
+                    crate::safe_fs::open_regular(&path)
+                        .err()
+                        .unwrap_or_else(|| std::io::Error::other("not a regular file")),
+                ));
+            }
+        }
+        let file = match crate::safe_fs::open_lock_file(&path) {
             Ok(f) => f,
             // Read-only filesystem or directory: an existing lock file can still be locked
             // through a read-only handle; no lock file means nobody can be writing there.
-            Err(_) => match File::open(&path) {
+            Err(_) => match crate::safe_fs::open_lock_file_read_only(&path) {
                 Ok(f) => f,
                 Err(_) => {
                     return Ok(Self {

@@ -76,6 +76,9 @@ pub struct CacheSettings {
     pub weights_file: Option<String>,
 }
 
+/// The largest `manifest.json` read (about 170 bytes per image: 400 million images).
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 30;
+
 /// The decoder's default size limit: 100 megapixels.
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
 
@@ -301,7 +304,7 @@ impl Manifest {
     /// Reads and structurally checks `dir/manifest.json`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = Self::path_in(dir);
-        let bytes = match std::fs::read(&path) {
+        let bytes = match crate::safe_fs::read_regular(&path, MAX_MANIFEST_BYTES) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotACache {
@@ -320,9 +323,16 @@ impl Manifest {
         Ok(m)
     }
 
-    /// Checks the format, version and internal consistency (labels, row sums, shard names).
+    /// Checks the format, version and internal consistency (labels, row sums, shard names,
+    /// and every number that sizes an allocation later).
     pub fn check(&self) -> std::result::Result<(), ManifestError> {
         check_format(&self.format, self.format_version)?;
+        check_sizes(
+            &self.settings,
+            self.classes.len(),
+            self.count(ImageStatus::Ok),
+            self.rows,
+        )?;
         let bad = |m: String| Err(ManifestError::Inconsistent(m));
         for (i, img) in self.images.iter().enumerate() {
             if img.label >= self.classes.len() {
@@ -393,6 +403,24 @@ impl Manifest {
             .collect()
     }
 
+    /// Classes that no image (ok or skipped) belongs to: their folders held no image file.
+    pub fn classes_without_images(&self) -> Vec<String> {
+        let mut any = vec![false; self.classes.len()];
+        for e in &self.images {
+            if e.status != ImageStatus::Stale {
+                if let Some(a) = any.get_mut(e.label) {
+                    *a = true;
+                }
+            }
+        }
+        self.classes
+            .iter()
+            .zip(&any)
+            .filter(|(_, &a)| !a)
+            .map(|(c, _)| c.clone())
+            .collect()
+    }
+
     /// Indices of images whose status is `ok`.
     pub fn usable_images(&self) -> impl Iterator<Item = usize> + '_ {
         self.images
@@ -418,7 +446,57 @@ pub(crate) fn check_format(format: &str, version: u32) -> std::result::Result<()
     Ok(())
 }
 
-/// Row counts add up to `rows`; shard names are plain file names.
+/// The most augmented views per image (what `extract --views` accepts).
+pub const MAX_VIEWS: u32 = 1000;
+/// The widest feature row (the widest backbone, DINOv2-large, has 2048).
+pub const MAX_FEATURE_DIM: usize = 1 << 16;
+/// The most classes a cache may have (iNaturalist has 10,000; ImageNet-21k 21,841).
+pub const MAX_CLASSES: usize = 1 << 20;
+
+/// The numbers read from a manifest that size allocations later — views, feature width,
+/// classes — within bounds, and consistent with the rows: every usable image has one row per
+/// view. A manifest that lies about them is refused here, naming the number, before anything is
+/// allocated from it.
+pub(crate) fn check_sizes(
+    s: &CacheSettings,
+    classes: usize,
+    ok_images: usize,
+    rows: usize,
+) -> std::result::Result<(), ManifestError> {
+    let bad = |m: String| Err(ManifestError::Inconsistent(m));
+    if s.augment.views > MAX_VIEWS {
+        return bad(format!(
+            "{} augmented views per image; at most {MAX_VIEWS} are possible",
+            s.augment.views
+        ));
+    }
+    if s.feature_dim == 0 || s.feature_dim > MAX_FEATURE_DIM {
+        return bad(format!(
+            "feature width {} is outside 1..={MAX_FEATURE_DIM}",
+            s.feature_dim
+        ));
+    }
+    if classes == 0 || classes > MAX_CLASSES {
+        return bad(format!("{classes} classes is outside 1..={MAX_CLASSES}"));
+    }
+    let needed = (ok_images as u64).checked_mul(s.augment.views as u64 + 1);
+    if needed.is_none_or(|n| n > rows as u64) {
+        return bad(format!(
+            "{ok_images} usable images with {} rows each need more than the {rows} rows the shards hold",
+            s.augment.views as u64 + 1
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `n` is a shard file name headstart writes: `shard-` digits `.safetensors`.
+pub(crate) fn is_shard_name(n: &str) -> bool {
+    n.strip_prefix("shard-")
+        .and_then(|r| r.strip_suffix(".safetensors"))
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Row counts add up to `rows`; shard names are headstart's own (`shard-NNNNN.safetensors`).
 pub(crate) fn check_shards(
     shards: &[ShardEntry],
     rows: usize,
@@ -434,9 +512,9 @@ pub(crate) fn check_shards(
         ));
     }
     for s in shards {
-        if s.file.contains('/') || s.file.contains('\\') || s.file.starts_with('.') {
+        if !is_shard_name(&s.file) {
             return bad(format!(
-                "shard file name `{}` is not a plain file name",
+                "shard file name `{}` is not one headstart writes (shard-NNNNN.safetensors)",
                 s.file
             ));
         }

@@ -54,8 +54,12 @@ pub struct MergeReport {
     pub bytes_written: u64,
     /// Whether `parts/` was removed.
     pub removed_parts: bool,
+    /// The parts had been merged and removed before: this run changed nothing.
+    pub already_merged: bool,
     /// Classes without a usable image in any part.
     pub empty_classes: Vec<String>,
+    /// Of those, the classes no part had any image file of.
+    pub classes_without_files: Vec<String>,
     /// Wall time.
     pub seconds: f64,
 }
@@ -134,12 +138,20 @@ pub fn merge(
         return Err(status.not_merged(cache));
     }
     let shard_size = opts.shard_size.unwrap_or(status.record.shard_size).max(1);
+    // Whole images only, as extract writes them: a shard holds at least one image's rows.
+    let rows_per_image = status.record.settings.augment.views as usize + 1;
+    if shard_size < rows_per_image {
+        return Err(Error::Invalid(format!(
+            "shard size {shard_size} cannot hold the {rows_per_image} rows of one image (1 eval view + {} augmented); use at least {rows_per_image}",
+            rows_per_image - 1
+        )));
+    }
     let settings = &status.record.settings;
     let dim = settings.feature_dim;
 
     // Read every part's manifest, check it against the partition, locate its rows.
     let mut parts: Vec<PartData> = Vec::with_capacity(n);
-    let mut specs: Vec<(PathBuf, usize)> = Vec::new();
+    let mut specs: Vec<crate::shard_file::ShardSpec> = Vec::new();
     for (i, lock) in locks {
         let dir = Part { index: i, count: n }.dir(cache);
         let manifest = part_finished(&dir)?.ok_or_else(|| status.not_merged(cache))?;
@@ -159,14 +171,14 @@ pub fn merge(
         for (k, s) in manifest.shards.iter().enumerate() {
             // Checksum, structure and indices checked against the part's manifest.
             let classes = manifest.classes.len();
-            let images = read_shard(&dir, s, dim, settings.dtype, &|i| {
+            let data = read_shard(&dir, s, dim, settings.dtype, &|i| {
                 manifest
                     .images
                     .get(i)
                     .map(|e| e.label)
                     .filter(|&l| l < classes)
-            })?
-            .image;
+            })?;
+            let (images, verified) = (data.image, data.stamp);
             let path = dir.join(&s.file);
             for (r, &img) in images.iter().enumerate() {
                 // In range: read_shard checked every index.
@@ -190,7 +202,11 @@ pub fn merge(
                     }
                 }
             }
-            specs.push((path, s.rows));
+            specs.push(crate::shard_file::ShardSpec {
+                path,
+                rows: s.rows,
+                verified: Some(verified),
+            });
         }
         parts.push(PartData {
             manifest,
@@ -305,7 +321,9 @@ pub fn merge(
         shards: merged.shards.len(),
         bytes_written,
         removed_parts,
+        already_merged: false,
         empty_classes: merged.empty_classes(),
+        classes_without_files: merged.classes_without_images(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -329,7 +347,9 @@ fn already_merged(cache: &Path, started: Instant) -> Result<MergeReport> {
         shards: m.shards.len(),
         bytes_written: 0,
         removed_parts: true,
+        already_merged: true,
         empty_classes: Vec::new(),
+        classes_without_files: Vec::new(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

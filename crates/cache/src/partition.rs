@@ -264,7 +264,7 @@ impl PartitionRecord {
     /// Reads `cache/partition.json`; `Ok(None)` when absent.
     pub fn read(cache: &Path) -> Result<Option<Self>> {
         let path = Self::path_in(cache);
-        let bytes = match std::fs::read(&path) {
+        let bytes = match crate::safe_fs::read_regular(&path, 1 << 20) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),
@@ -389,8 +389,11 @@ pub fn open_part(
             differences: diffs,
         });
     }
+    // Real folders, never links out of the cache: a part writes only inside it.
+    let parts = cache.join(PARTS_DIR);
+    crate::safe_fs::ensure_real_dir(&parts).map_err(|e| Error::io(&parts, e))?;
     let dir = part.dir(cache);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    crate::safe_fs::ensure_real_dir(&dir).map_err(|e| Error::io(&dir, e))?;
     Ok(dir)
 }
 
@@ -446,14 +449,23 @@ pub fn parts_status(cache: &Path) -> Result<Option<PartsStatus>> {
     let mut present = vec![false; n];
     let mut foreign = Vec::new();
     let parts_dir = cache.join(PARTS_DIR);
-    if let Ok(entries) = std::fs::read_dir(&parts_dir) {
+    // A link in place of parts/ or of a part's folder is not followed: it is reported as
+    // foreign (and merge refuses foreign folders).
+    let parts_real = crate::safe_fs::real_dir(&parts_dir);
+    if let Err(e) = &parts_real {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            foreign.push(format!("{PARTS_DIR} ({e})"));
+        }
+    }
+    if let (Ok(()), Ok(entries)) = (parts_real, std::fs::read_dir(&parts_dir)) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
                 continue;
             }
+            let real = crate::safe_fs::real_dir(&e.path()).is_ok();
             match Part::from_dir_name(&name) {
-                Some(p) if p.count == n && e.path().is_dir() => present[p.index] = true,
+                Some(p) if p.count == n && real => present[p.index] = true,
                 _ => foreign.push(name),
             }
         }

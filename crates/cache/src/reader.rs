@@ -77,6 +77,8 @@ pub struct ShardData {
     pub image: Vec<i64>,
     /// View per row.
     pub view: Vec<i64>,
+    /// The file that was read and verified (for readers that come back to it later).
+    pub stamp: crate::safe_fs::FileStamp,
 }
 
 /// Reads shard `entry` of the cache in `dir` in one pass: checks its sha256 against the
@@ -96,10 +98,22 @@ pub fn read_shard(
         kind,
         reason,
     };
-    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => shard_err(ShardProblem::Missing, "missing".into()),
-        _ => Error::io(&path, e),
+    // Never through a link, only a regular file, no larger than its rows can be: a FIFO, a
+    // device or a link out of the cache is refused here, naming the shard.
+    let max = crate::shard_file::max_shard_bytes(entry.rows, dim, dtype).ok_or_else(|| {
+        shard_err(
+            ShardProblem::Format,
+            format!(
+                "{} rows of width {dim}: more than a shard can hold",
+                entry.rows
+            ),
+        )
     })?;
+    let (bytes, stamp) =
+        crate::safe_fs::read_regular_stamped(&path, max).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => shard_err(ShardProblem::Missing, "missing".into()),
+            _ => shard_err(ShardProblem::Format, e.to_string()),
+        })?;
     let sha = hex::encode(Sha256::digest(&bytes));
     if sha != entry.sha256 {
         return Err(shard_err(
@@ -129,7 +143,7 @@ pub fn read_shard(
         }
         Ok(t.data().to_vec())
     };
-    let features = match dtype {
+    let features: Vec<f32> = match dtype {
         FeatureDType::F32 => get("features", Dtype::F32, &[rows, dim])?
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -145,11 +159,24 @@ pub fn read_shard(
             .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect())
     };
+    // A row that is not finite came from a broken backbone (a model config that overflows, a
+    // bad weights file): never a valid feature, never trained on.
+    if let Some(at) = features.iter().position(|v| !v.is_finite()) {
+        return Err(shard_err(
+            ShardProblem::Values,
+            format!(
+                "row {} holds a non-finite feature ({}): the backbone that wrote it produced NaN or infinity",
+                at / dim.max(1),
+                features[at]
+            ),
+        ));
+    }
     let data = ShardData {
         features,
         label: ints("label")?,
         image: ints("image")?,
         view: ints("view")?,
+        stamp,
     };
     for r in 0..rows {
         let (img, lab) = (data.image[r], data.label[r]);
@@ -241,7 +268,8 @@ impl FeatureCache {
     /// sha256 of `manifest.json` as stored (for provenance records).
     pub fn manifest_sha256(&self) -> Result<String> {
         let p = Manifest::path_in(&self.dir);
-        let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+        let bytes = crate::safe_fs::read_regular(&p, crate::manifest::MAX_MANIFEST_BYTES)
+            .map_err(|e| Error::io(&p, e))?;
         Ok(hex::encode(Sha256::digest(bytes)))
     }
 
@@ -295,17 +323,93 @@ impl FeatureCache {
     /// Re-hashes every shard and checks its structure; returns every problem found (empty = ok).
     pub fn verify(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
-        for entry in &self.manifest.shards {
-            if let Err(e) = self.read_shard(entry) {
-                let check = match &e {
-                    Error::Shard { kind, .. } => kind.check(),
-                    _ => ShardProblem::Format.check(),
-                };
-                problems.push(Problem {
-                    file: entry.file.clone(),
-                    check: check.into(),
-                    message: e.to_string(),
+        let m = &self.manifest;
+        let views = m.settings.augment.views as usize + 1;
+        // Where each image's rows are: (shard, first row, rows, views seen as a bit set).
+        // Views as a bit set (checked for up to 64 views; beyond, the count is).
+        #[derive(Clone, Copy, Default)]
+        struct Seen {
+            shard: u32,
+            first: u32,
+            count: u32,
+            split: bool,
+            views: u64,
+            foreign_view: bool,
+        }
+        let all_views = if views >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << views) - 1
+        };
+        let mut seen: Vec<Option<Seen>> = vec![None; m.images.len()];
+        for (k, entry) in m.shards.iter().enumerate() {
+            let data = match self.read_shard(entry) {
+                Ok(d) => d,
+                Err(e) => {
+                    let check = match &e {
+                        Error::Shard { kind, .. } => kind.check(),
+                        _ => ShardProblem::Format.check(),
+                    };
+                    problems.push(Problem {
+                        file: entry.file.clone(),
+                        check: check.into(),
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            for (r, (&img, &view)) in data.image.iter().zip(&data.view).enumerate() {
+                let i = img as usize; // in range: read_shard checked it
+                let s = seen[i].get_or_insert(Seen {
+                    shard: k as u32,
+                    first: r as u32,
+                    ..Default::default()
                 });
+                if s.shard != k as u32 || (s.first + s.count) as usize != r {
+                    s.split = true;
+                }
+                s.count += 1;
+                match u32::try_from(view) {
+                    Ok(v) if (v as usize) < views && v < 64 => s.views |= 1 << v,
+                    Ok(v) if (v as usize) < views => {}
+                    _ => s.foreign_view = true, // a view the settings do not have
+                }
+            }
+        }
+        // Every usable image: its rows consecutive, in one shard, one per view (the layout
+        // extract writes and training reads). Skipped images have none. Checked only when every
+        // shard could be read (a damaged shard is reported once, above).
+        let shards_ok = problems.is_empty();
+        for (i, e) in m.images.iter().enumerate().filter(|_| shards_ok) {
+            let problem = match (e.status, seen[i]) {
+                (ImageStatus::Ok, None) => Some("has no rows".to_string()),
+                (ImageStatus::Ok, Some(s)) if s.split => Some(
+                    "has rows in more than one place (not consecutive, or split across shards)"
+                        .into(),
+                ),
+                (ImageStatus::Ok, Some(s))
+                    if s.count as usize != views || s.views != all_views || s.foreign_view =>
+                {
+                    Some(format!(
+                        "has {} rows, not one for each of its {views} views",
+                        s.count
+                    ))
+                }
+                (ImageStatus::Skipped, Some(_)) => Some("is skipped but has rows".into()),
+                _ => None,
+            };
+            if let Some(p) = problem {
+                let file = seen[i]
+                    .map(|s| m.shards[s.shard as usize].file.clone())
+                    .unwrap_or_else(|| crate::manifest::MANIFEST_FILE.into());
+                problems.push(Problem {
+                    file,
+                    check: ShardProblem::Index.check().into(),
+                    message: format!("image {i} ({}) {p}", e.path),
+                });
+                if problems.len() > 1000 {
+                    break;
+                }
             }
         }
         problems

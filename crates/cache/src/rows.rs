@@ -13,7 +13,7 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 
 use crate::reader::{read_shard, ShardData};
-use crate::shard_file::ShardPool;
+use crate::shard_file::{ShardPool, ShardSpec};
 use crate::{CacheIndex, Error, ImageStatus, Result};
 
 /// Which rows of a training image train the head.
@@ -261,6 +261,7 @@ pub fn load_rows(cache: &CacheIndex, sel: &Selection<'_>, budget: u64) -> Result
         Labels::with_capacity(classes, on_disk(n_val)),
     );
     let mut starts = vec![0u64];
+    let mut stamps = Vec::with_capacity(cache.shards().len());
     let classes_n = cache.classes().len();
     let label_of = |i: usize| {
         cache
@@ -278,7 +279,9 @@ pub fn load_rows(cache: &CacheIndex, sel: &Selection<'_>, budget: u64) -> Result
             image,
             view,
             label,
+            stamp,
         } = read_shard(&cache.dir, entry, dim, cache.settings().dtype, &label_of)?;
+        stamps.push(stamp);
         let first = *starts.last().expect("starts with 0");
         for r in 0..entry.rows {
             let img = image[r] as usize;
@@ -329,11 +332,18 @@ pub fn load_rows(cache: &CacheIndex, sel: &Selection<'_>, budget: u64) -> Result
             bytes,
         });
     }
+    // Each shard is read again later, row by row: it must still be the file verified now (a
+    // shard rewritten in place mid-run is refused, naming it, instead of training on it).
     let shards = Rc::new(ShardPool::new(
         cache
             .shards()
             .iter()
-            .map(|e| (cache.dir.join(&e.file), e.rows))
+            .zip(stamps)
+            .map(|(e, stamp)| ShardSpec {
+                path: cache.dir.join(&e.file),
+                rows: e.rows,
+                verified: Some(stamp),
+            })
             .collect(),
         dim,
         cache.settings().dtype,

@@ -33,12 +33,30 @@ struct Span {
     row_bytes: u64,
 }
 
+/// The most bytes a shard of `rows` rows of width `dim` in `dtype` can hold (its tensors plus
+/// the largest header): a file longer than this is refused before it is read. `None` when the
+/// numbers overflow (they came from a damaged manifest).
+pub fn max_shard_bytes(rows: usize, dim: usize, dtype: FeatureDType) -> Option<u64> {
+    let feature = match dtype {
+        FeatureDType::F32 => 4u64,
+        FeatureDType::F16 => 2,
+    };
+    let per_row = (dim as u64)
+        .checked_mul(feature)?
+        .checked_add(8 * 3 + 8 * 4 + 1)?;
+    (rows as u64)
+        .checked_mul(per_row)?
+        .checked_add(8 + MAX_HEADER)
+}
+
 /// One shard opened for positioned reads; its structure checked against the expected rows,
 /// width and dtype.
 #[derive(Debug)]
 pub struct ShardFile {
     path: PathBuf,
     file: File,
+    /// The file as opened (or as verified before): every read checks it is still that file.
+    stamp: crate::safe_fs::FileStamp,
     rows: usize,
     dim: usize,
     dtype: FeatureDType,
@@ -58,6 +76,16 @@ const TENSORS: [(&str, &str, u64); 6] = [
     ("flip", "U8", 1),
 ];
 
+/// A shard that is not the file that was verified any more.
+fn changed(path: &Path) -> Error {
+    Error::Shard {
+        path: path.to_path_buf(),
+        kind: ShardProblem::Checksum,
+        reason: "changed after its checksum was verified (rewritten or replaced while in use)"
+            .into(),
+    }
+}
+
 fn open_error(path: &Path, e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::NotFound {
         Error::Shard {
@@ -66,22 +94,43 @@ fn open_error(path: &Path, e: std::io::Error) -> Error {
             reason: "missing".into(),
         }
     } else {
-        Error::io(path, e)
+        Error::Shard {
+            path: path.to_path_buf(),
+            kind: ShardProblem::Format,
+            reason: e.to_string(),
+        }
     }
 }
 
 impl ShardFile {
     /// Opens `path` and checks that it holds `rows` rows of width `dim` in `dtype` with every
     /// tensor headstart writes. The checksum is not checked here: read the shard once with
-    /// [`crate::reader::read_shard`] for that.
-    pub fn open(path: &Path, rows: usize, dim: usize, dtype: FeatureDType) -> Result<Self> {
+    /// [`crate::reader::read_shard`] for that, and pass the stamp it returns as `verified`, so
+    /// that the file opened now is known to be the one verified; every later read checks that
+    /// the file has not changed since.
+    pub fn open(
+        path: &Path,
+        rows: usize,
+        dim: usize,
+        dtype: FeatureDType,
+        verified: Option<crate::safe_fs::FileStamp>,
+    ) -> Result<Self> {
         let bad = |reason: String| Error::Shard {
             path: path.to_path_buf(),
             kind: ShardProblem::Format,
             reason,
         };
-        let file = File::open(path).map_err(|e| open_error(path, e))?;
+        let file = crate::safe_fs::open_regular(path).map_err(|e| open_error(path, e))?;
+        let stamp = crate::safe_fs::FileStamp::of(&file).map_err(|e| Error::io(path, e))?;
+        if verified.is_some_and(|v| v != stamp) {
+            return Err(changed(path));
+        }
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if max_shard_bytes(rows, dim, dtype).is_none_or(|max| len > max) {
+            return Err(bad(format!(
+                "{len} bytes: more than {rows} rows of width {dim} can take"
+            )));
+        }
         let mut n = [0u8; 8];
         file.read_exact_at(&mut n, 0)
             .map_err(|_| bad("not a safetensors file: too short".into()))?;
@@ -137,6 +186,7 @@ impl ShardFile {
             );
         }
         Ok(Self {
+            stamp,
             path: path.to_path_buf(),
             file,
             rows,
@@ -175,7 +225,13 @@ impl ShardFile {
         out.resize(at + (span.row_bytes as usize) * count, 0);
         self.file
             .read_exact_at(&mut out[at..], span.start + span.row_bytes * row as u64)
-            .map_err(|e| Error::io(&self.path, e))
+            .map_err(|e| Error::io(&self.path, e))?;
+        // The bytes just read belong to the file as verified: a shard rewritten in place since
+        // has another stamp.
+        match crate::safe_fs::FileStamp::of(&self.file) {
+            Ok(s) if s == self.stamp => Ok(()),
+            _ => Err(changed(&self.path)),
+        }
     }
 
     /// Features of rows `row..row + count`, widened to f32, appended to `out`.
@@ -244,7 +300,7 @@ pub fn raise_open_file_limit() -> u64 {
 /// closed first), so a cache with more shards than the process may open files still streams.
 #[derive(Debug)]
 pub struct ShardPool {
-    specs: Vec<(PathBuf, usize)>,
+    specs: Vec<ShardSpec>,
     dim: usize,
     dtype: FeatureDType,
     open: std::cell::RefCell<PoolState>,
@@ -257,9 +313,21 @@ struct PoolState {
     order: std::collections::VecDeque<usize>,
 }
 
+/// A shard a [`ShardPool`] opens: its path, rows, and the stamp of the file whose checksum was
+/// verified (`None`: checked only from its first opening on).
+#[derive(Debug, Clone)]
+pub struct ShardSpec {
+    /// The shard's path.
+    pub path: PathBuf,
+    /// Its rows.
+    pub rows: usize,
+    /// The verified file's stamp.
+    pub verified: Option<crate::safe_fs::FileStamp>,
+}
+
 impl ShardPool {
-    /// A pool over `(path, rows)` shards of width `dim` in `dtype`.
-    pub fn new(specs: Vec<(PathBuf, usize)>, dim: usize, dtype: FeatureDType) -> Self {
+    /// A pool over shards of width `dim` in `dtype`.
+    pub fn new(specs: Vec<ShardSpec>, dim: usize, dtype: FeatureDType) -> Self {
         let limit = raise_open_file_limit();
         let cap = (limit.saturating_sub(128) as usize).clamp(16, 1 << 20);
         let n = specs.len();
@@ -289,8 +357,9 @@ impl ShardPool {
                     st.files[old] = None;
                 }
             }
-            let (path, rows) = &self.specs[shard];
-            st.files[shard] = Some(ShardFile::open(path, *rows, self.dim, self.dtype)?);
+            let spec = &self.specs[shard];
+            let file = ShardFile::open(&spec.path, spec.rows, self.dim, self.dtype, spec.verified)?;
+            st.files[shard] = Some(file);
             st.order.push_back(shard);
         }
         f(st.files[shard].as_ref().expect("opened above"))

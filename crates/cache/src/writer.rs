@@ -119,7 +119,35 @@ impl CacheWriter {
         }
         // The journal is the record of a v2 cache; a manifest without one is a finished cache
         // of version 1 (or one written by `cache merge`), adopted as the journal's first commit.
-        let existing = match journal::replay(dir) {
+        // A journal that does not replay is repaired where that loses nothing: a torn last
+        // commit is dropped (its shard is computed again); any other damage, with a readable
+        // manifest.json beside it (a finished run), gives way to the manifest.
+        let replayed = match journal::replay(dir) {
+            Ok(r) => Ok(r),
+            // A finished run's manifest says everything the journal would: nothing is lost.
+            Err(e) if Manifest::read(dir).is_ok() => {
+                let m = Manifest::read(dir)?;
+                warnings.push(format!(
+                    "the journal does not replay ({e}); manifest.json is intact, so the journal is rebuilt from it"
+                ));
+                // (The journal is replaced as a whole once the settings are known to match.)
+                return Self::resume_from(
+                    dir, m, settings, classes, shard_size, force, lock, warnings,
+                );
+            }
+            // An interrupted run: a torn last commit is dropped (its shard is computed again).
+            Err(e) => match journal::replay_repairing(dir) {
+                Ok((r, journal::Repair::DroppedLast { commit, reason })) => {
+                    warnings.push(format!(
+                        "journal commit {commit} was damaged ({reason}) and is dropped: its shard is computed again"
+                    ));
+                    Ok(r)
+                }
+                Ok((r, journal::Repair::None)) => Ok(r),
+                Err(_) => Err(e),
+            },
+        };
+        let existing = match replayed {
             Ok(Some(r)) => Some((r.manifest, Some(r.shards_after))),
             Ok(None) => match Manifest::read(dir) {
                 Ok(m) => Some((m, None)),
@@ -138,6 +166,47 @@ impl CacheWriter {
             }
             Err(e) => return Err(e),
         };
+        Self::resume_with(
+            dir, existing, settings, classes, shard_size, force, lock, warnings,
+        )
+    }
+
+    /// Opens the writer on a finished cache's manifest (the journal is rebuilt from it).
+    #[allow(clippy::too_many_arguments)]
+    fn resume_from(
+        dir: &Path,
+        m: Manifest,
+        settings: CacheSettings,
+        classes: Vec<String>,
+        shard_size: usize,
+        force: bool,
+        lock: DirLock,
+        warnings: Vec<String>,
+    ) -> Result<Self> {
+        Self::resume_with(
+            dir,
+            Some((m, None)),
+            settings,
+            classes,
+            shard_size,
+            force,
+            lock,
+            warnings,
+        )
+    }
+
+    /// Opens the writer on what was found in `dir` (`None`: a new cache).
+    #[allow(clippy::too_many_arguments)]
+    fn resume_with(
+        dir: &Path,
+        existing: Option<(Manifest, Option<Vec<usize>>)>,
+        settings: CacheSettings,
+        classes: Vec<String>,
+        shard_size: usize,
+        force: bool,
+        lock: DirLock,
+        mut warnings: Vec<String>,
+    ) -> Result<Self> {
         let (manifest, next_commit) = match existing {
             Some((m, _)) if force => {
                 warnings.push("forced: discarding the existing cache".to_string());
@@ -490,8 +559,21 @@ fn remove_manifest(dir: &Path) -> Result<()> {
 fn discard(dir: &Path, m: Option<&Manifest>) -> Result<()> {
     remove_manifest(dir)?;
     journal::remove(dir)?;
-    if let Some(m) = m {
-        remove_cache_files(dir, m)?;
+    match m {
+        Some(m) => remove_cache_files(dir, m)?,
+        // Nothing readable says which shards there are: every file named like one of ours goes
+        // (a link named so is removed itself, never its target).
+        None => {
+            for e in std::fs::read_dir(dir)
+                .map_err(|e| Error::io(dir, e))?
+                .flatten()
+            {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if crate::manifest::is_shard_name(&n) {
+                    crate::atomic::remove_durably(&e.path())?;
+                }
+            }
+        }
     }
     Ok(())
 }

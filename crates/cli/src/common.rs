@@ -132,16 +132,47 @@ pub struct Threads {
 }
 
 impl Threads {
-    /// Sizes the thread pool; call before anything runs in parallel.
-    pub fn apply(self) {
-        if let Some(n) = self.threads {
-            // Called first thing in a command, before any other thread exists; candle's matmul
-            // reads the same variable.
-            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-            let _ = rayon::ThreadPoolBuilder::new()
-                .num_threads(n as usize)
-                .build_global();
+    /// Sizes the thread pools; call before anything runs in parallel. More than 4 threads per
+    /// core never helps: the count is capped there (said on stderr). A count the machine cannot
+    /// start (an address-space or process limit) is an error here, not a panic in a pool later.
+    pub fn apply(self) -> Result<()> {
+        let Some(asked) = self.threads else {
+            return Ok(());
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let n = (asked as usize).min(4 * cores);
+        if n < asked as usize {
+            eprintln!("note: --threads {asked}: this machine has {cores} cores; using {n}");
         }
+        // rayon's pool and candle's take n threads each: check that 2n can start.
+        let probes: Vec<_> = (0..2 * n)
+            .map(|_| {
+                std::thread::Builder::new()
+                    .spawn(|| std::thread::park_timeout(std::time::Duration::from_millis(50)))
+            })
+            .collect();
+        let failed = probes.iter().filter(|p| p.is_err()).count();
+        for p in probes.into_iter().flatten() {
+            p.thread().unpark();
+            let _ = p.join();
+        }
+        if failed > 0 {
+            return Err(usage(format!(
+                "--threads {asked}: this process cannot start {} threads (a limit on processes or address space); use fewer",
+                2 * n
+            )));
+        }
+        // Called first thing in a command, before any other pool exists; candle's matmul reads
+        // the same variable.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| {
+                usage(format!(
+                    "--threads {asked}: cannot start the thread pool ({e})"
+                ))
+            })
     }
 }
 

@@ -263,7 +263,10 @@ pub fn plot_lbfgs(rep: &headstart_head::lbfgs::LbfgsReport, title: &str) -> Resu
                 .configure_mesh()
                 .x_desc("λ")
                 .y_desc("validation cross-entropy")
-                .x_label_formatter(&|v| format!("1e{:.0}", v))
+                .x_label_formatter(&|v| match integer_ticks(v).as_str() {
+                    "" => String::new(),
+                    n => format!("1e{n}"),
+                })
                 .label_style((FAMILY, 13))
                 .axis_desc_style((FAMILY, 15))
                 .draw()
@@ -305,7 +308,7 @@ pub fn plot_lbfgs(rep: &headstart_head::lbfgs::LbfgsReport, title: &str) -> Resu
                 .legend(|(x, y)| Circle::new((x + 10, y), 4, BLACK.filled()));
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
+                .position(SeriesLabelPosition::MiddleRight)
                 .label_font((FAMILY, 14))
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
@@ -404,10 +407,13 @@ pub struct GridCell {
     pub score: f32,
     /// The true class, when the parent folder names one.
     pub truth: Option<String>,
+    /// The head was trained on this image (so its prediction is not a held-out one).
+    pub trained_on: bool,
 }
 
 /// The tutorial's prediction grid: "pred: X" in green when right, red when wrong, black when the
-/// truth is unknown; at most 64 images.
+/// truth is unknown, and "(a training image)" under the photos the head was trained on; at most
+/// 64 images.
 pub fn prediction_grid(cells: &[GridCell], out: &Path) -> Result<(u32, u32)> {
     let limits = DecodeLimits::default();
     let green = RGBColor(0, 140, 0);
@@ -422,9 +428,16 @@ pub fn prediction_grid(cells: &[GridCell], out: &Path) -> Result<(u32, u32)> {
                 Some(_) => RED,
                 None => BLACK,
             };
-            let mut lines = vec![(format!("pred: {} {:.2}", c.predicted, c.score), color)];
+            let name = |s: &str| headstart_core::text::for_terminal(s).into_owned();
+            let mut lines = vec![(
+                format!("pred: {} {:.2}", name(&c.predicted), c.score),
+                color,
+            )];
             if let Some(t) = &c.truth {
-                lines.push((format!("true: {t}"), BLACK));
+                lines.push((format!("true: {}", name(t)), BLACK));
+            }
+            if c.trained_on {
+                lines.push(("(a training image)".into(), RGBColor(120, 120, 120)));
             }
             Some(Tile { image, lines })
         })

@@ -79,11 +79,14 @@ fn main() {
         } else {
             1
         };
-        eprintln!("error: {e:#}");
+        // Messages carry names from files (class folders, manifests, heads): no control
+        // character reaches the terminal.
+        let say = headstart_core::text::for_terminal_lines;
+        eprintln!("error: {}", say(&format!("{e:#}")));
         if let Some(w) = e.downcast_ref::<common::WithFix>() {
-            eprintln!("fix: {}", w.fix);
+            eprintln!("fix: {}", say(&w.fix));
         } else if let Some(fix) = hints::fix_for(&e) {
-            eprintln!("fix: {fix}");
+            eprintln!("fix: {}", say(&fix));
         }
         std::process::exit(code);
     }

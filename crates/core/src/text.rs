@@ -32,6 +32,15 @@ pub fn for_terminal(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// [`for_terminal`] for a message of several lines: newlines are kept, every other control
+/// character is escaped.
+pub fn for_terminal_lines(s: &str) -> String {
+    s.split('\n')
+        .map(|l| for_terminal(l).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Unicode's bidirectional embedding, override and isolate controls (they reorder what follows).
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')

@@ -132,11 +132,34 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(OsString, PathBuf)>> {
     Ok(v)
 }
 
-fn class_dirs(dir: &Path, skip: &Skip, notes: &mut Vec<String>) -> Result<Vec<(String, PathBuf)>> {
+/// The class folders of `dir`. With `classes`, these are the dataset's classes: the output
+/// folder being one of them is an error (the top level is listed first to find split folders,
+/// where the output folder may sit beside them).
+fn class_dirs(
+    dir: &Path,
+    root: &Path,
+    skip: &Skip,
+    notes: &mut Vec<String>,
+    classes: bool,
+) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     for (n, p) in sorted_entries(dir)? {
         if is_hidden(&n) || !p.is_dir() {
             continue;
+        }
+        // A class folder that is a link to another folder of the data folder would label the
+        // same photos twice: not a class of its own.
+        if let Some(note) = link_not_followed(&p, root) {
+            notes.push(note);
+            continue;
+        }
+        if classes && skip.is_excluded(&p) {
+            // The folder named as the output (the cache being written) is a class folder: the
+            // class would silently vanish from the dataset.
+            return Err(Error::Layout {
+                path: p.clone(),
+                reason: "is a class folder of the dataset and also the output folder: the class would be left out; put the output outside the class folders (beside the data folder, say)".into(),
+            });
         }
         if skip.skips(&p) {
             notes.push(format!(
@@ -156,6 +179,12 @@ struct Skip {
 }
 
 impl Skip {
+    /// Whether `dir` is one of the caller's excluded folders.
+    fn is_excluded(&self, dir: &Path) -> bool {
+        !self.excluded.is_empty()
+            && std::fs::canonicalize(dir).is_ok_and(|c| self.excluded.contains(&c))
+    }
+
     fn skips(&self, dir: &Path) -> bool {
         is_headstart_output(dir)
             || (!self.excluded.is_empty()
@@ -251,9 +280,34 @@ fn split_roots(
     Ok(roots)
 }
 
-/// Collects image files under `dir` recursively (following symlinks, never looping).
+/// What a symbolic link at `path` means for a scan of the folder whose real path is `root`: a
+/// link that resolves inside the data folder is not followed — what it points to is scanned at
+/// its own place, under its own class, so no image is ever labelled by a path other than its real
+/// one (`daisy/x -> ../rose/batch2` does not make roses daisies); a link out of the data folder
+/// (a class kept on another disk, a symlink farm) is followed and labelled where the link sits.
+/// `Some(note)` when the link is not followed.
+fn link_not_followed(path: &Path, root: &Path) -> Option<String> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_symlink() {
+        return None;
+    }
+    match std::fs::canonicalize(path) {
+        Ok(target) if target.starts_with(root) => Some(format!(
+            "{}: a link to {}, inside the data folder: not followed (that folder or file is scanned at its own place, with its own class)",
+            path.display(),
+            target.display()
+        )),
+        Ok(_) => None,
+        Err(e) => Some(format!("{}: a link that does not resolve ({e}); skipped", path.display())),
+    }
+}
+
+/// Collects image files under `dir` recursively (following links out of the data folder whose
+/// real path is `root`, never links into it, never looping).
+#[allow(clippy::too_many_arguments)]
 fn walk(
     skip: &Skip,
+    root: &Path,
     dir: &Path,
     rel: &[u8],
     visited: &mut HashSet<PathBuf>,
@@ -290,13 +344,17 @@ fn walk(
             r.push(b'/');
         }
         r.extend_from_slice(&os_bytes(&name));
+        if let Some(note) = link_not_followed(&path, root) {
+            notes.push(note);
+            continue;
+        }
         // metadata() follows symlinks; a dangling link or a loop errors here.
         match std::fs::metadata(&path) {
             Ok(m) if m.is_dir() && skip.skips(&path) => notes.push(format!(
                 "{}: a headstart cache or head folder, not scanned as images",
                 path.display()
             )),
-            Ok(m) if m.is_dir() => walk(skip, &path, &r, visited, out, notes),
+            Ok(m) if m.is_dir() => walk(skip, root, &path, &r, visited, out, notes),
             Ok(m) if m.is_file() && has_image_extension(&name) => out.push((r, path)),
             // Unlisted extensions (.jfif, .jpe, a .heic that is really a JPEG, no extension):
             // decided by content, so that the decoder reads them or names why it cannot.
@@ -315,7 +373,16 @@ pub fn find_images(dir: &Path) -> (Vec<PathBuf>, Vec<String>) {
         excluded: Vec::new(),
     };
     let (mut found, mut notes) = (Vec::new(), Vec::new());
-    walk(&skip, dir, &[], &mut HashSet::new(), &mut found, &mut notes);
+    let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    walk(
+        &skip,
+        &root,
+        dir,
+        &[],
+        &mut HashSet::new(),
+        &mut found,
+        &mut notes,
+    );
     (found.into_iter().map(|(_, p)| p).collect(), notes)
 }
 
@@ -328,11 +395,16 @@ impl Dataset {
     /// [`Dataset::scan`], never entering the folders in `exclude` (e.g. the cache being
     /// written, when it sits inside the data folder).
     pub fn scan_excluding(root: &Path, exclude: &[&Path]) -> Result<Self> {
+        // A folder to exclude that does not exist yet (a first run's cache) is compared by
+        // where it will be.
+        let planned = |p: &Path| {
+            std::fs::canonicalize(p).ok().or_else(|| {
+                let parent = p.parent().filter(|q| !q.as_os_str().is_empty())?;
+                Some(std::fs::canonicalize(parent).ok()?.join(p.file_name()?))
+            })
+        };
         let skip = Skip {
-            excluded: exclude
-                .iter()
-                .filter_map(|p| std::fs::canonicalize(p).ok())
-                .collect(),
+            excluded: exclude.iter().filter_map(|p| planned(p)).collect(),
         };
         let layout = |reason: String| Error::Layout {
             path: root.to_path_buf(),
@@ -349,7 +421,13 @@ impl Dataset {
             ));
         }
         let mut notes = Vec::new();
-        let top = class_dirs(root, &skip, &mut notes)?;
+        let root_real = std::fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
+        if skip.excluded.contains(&root_real) {
+            return Err(layout(
+                "is the data folder and also the output folder: the cache's own folders would be scanned as classes; put the output elsewhere (beside the data folder, say)".into(),
+            ));
+        }
+        let top = class_dirs(root, &root_real, &skip, &mut notes, false)?;
         let names: Vec<&str> = top.iter().map(|(n, _)| n.as_str()).collect();
         let split_roots = split_roots(root, &names, &mut notes).map_err(layout)?;
         let has_split = split_roots[0].0.is_some();
@@ -358,7 +436,7 @@ impl Dataset {
         // keeps its raw name on disk and is shown (and recorded) with U+FFFD in its class name.
         let mut listed = Vec::with_capacity(split_roots.len());
         for (split, r) in &split_roots {
-            let dirs = class_dirs(r, &skip, &mut notes)?;
+            let dirs = class_dirs(r, &root_real, &skip, &mut notes, true)?;
             for pair in dirs.windows(2) {
                 // Two raw names that read the same once made UTF-8 would share a label.
                 if dirs.iter().filter(|(n, _)| *n == pair[0].0).count() > 1 {
@@ -420,7 +498,15 @@ impl Dataset {
                 }
                 rel.extend_from_slice(&os_bytes(dir.file_name().unwrap_or_default()));
                 let mut files = Vec::new();
-                walk(&skip, dir, &rel, &mut visited, &mut files, &mut notes);
+                walk(
+                    &skip,
+                    &root_real,
+                    dir,
+                    &rel,
+                    &mut visited,
+                    &mut files,
+                    &mut notes,
+                );
                 for (rel_bytes, path) in files {
                     items.push(DatasetItem {
                         rel_path: String::from_utf8_lossy(&rel_bytes).into_owned(),
@@ -446,6 +532,9 @@ impl Dataset {
                 classes[0]
             ));
         }
+        // The top level is listed twice (for its split folders, then for its classes).
+        let mut seen = HashSet::new();
+        notes.retain(|n| seen.insert(n.clone()));
         Ok(Self {
             root: root.to_path_buf(),
             classes,
@@ -674,6 +763,51 @@ mod tests {
         std::os::unix::fs::symlink(d.path().join("a"), d.path().join("a/inner/loop")).unwrap();
         let ds = Dataset::scan(d.path()).unwrap();
         assert_eq!(ds.items.len(), 1);
-        assert!(ds.notes.iter().any(|n| n.contains("already visited")));
+        assert!(ds.notes.iter().any(|n| n.contains("not followed")));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_into_another_class_never_relabels_its_images() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("data");
+        fs::create_dir_all(data.join("daisy")).unwrap();
+        fs::create_dir_all(data.join("rose/batch2")).unwrap();
+        fs::write(data.join("daisy/d.jpg"), b"x").unwrap();
+        fs::write(data.join("rose/batch2/r.jpg"), b"x").unwrap();
+        // Links into the data folder: a folder, a file, and a whole class.
+        symlink("../rose/batch2", data.join("daisy/x")).unwrap();
+        symlink("../rose/batch2/r.jpg", data.join("daisy/r-again.jpg")).unwrap();
+        symlink("rose", data.join("roses-too")).unwrap();
+        // A link out of the data folder: a class kept elsewhere, followed.
+        let elsewhere = d.path().join("elsewhere");
+        fs::create_dir_all(&elsewhere).unwrap();
+        fs::write(elsewhere.join("t.jpg"), b"x").unwrap();
+        symlink(&elsewhere, data.join("tulip")).unwrap();
+        let ds = Dataset::scan(&data).unwrap();
+        assert_eq!(ds.classes, ["daisy", "rose", "tulip"]);
+        let got: Vec<(&str, &str)> = ds
+            .items
+            .iter()
+            .map(|i| (i.rel_path.as_str(), ds.classes[i.label].as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("daisy/d.jpg", "daisy"),
+                ("rose/batch2/r.jpg", "rose"),
+                ("tulip/t.jpg", "tulip")
+            ]
+        );
+        assert_eq!(
+            ds.notes
+                .iter()
+                .filter(|n| n.contains("not followed"))
+                .count(),
+            3,
+            "{:?}",
+            ds.notes
+        );
     }
 }

@@ -15,21 +15,32 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     /// Filesystem failure on a path.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The path.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (shown in the message; not a separate source, so it is printed once).
+        error: std::io::Error,
     },
     /// The dataset cannot be read (layout, file system).
     #[error(transparent)]
     Data(#[from] headstart_data::Error),
     /// Some classes ended with no usable image.
-    #[error("no usable image in class(es) {}: every file there was skipped (see the report); fix or remove those folders", classes.join(", "))]
+    #[error("no usable image in class(es) {}: {}", classes.join(", "), empty_reason(classes, without_files))]
     EmptyClasses {
         /// The class names.
         classes: Vec<String>,
+        /// Those of them whose folder holds no image file at all (the others' files were all
+        /// skipped: see the report).
+        without_files: Vec<String>,
+    },
+    /// The backbone produced a NaN or infinite feature.
+    #[error("the backbone produced a non-finite feature ({value}) for {image}: its weights or config.json make it overflow (a correct network gives finite features for every image); nothing of this batch was cached")]
+    NonFinite {
+        /// The value.
+        value: f32,
+        /// The image it came from.
+        image: String,
     },
     /// Invalid option value. `param` is the option's field name (`batch_size`, …): a front end
     /// maps it to its own spelling (`--batch-size`).
@@ -42,12 +53,43 @@ pub enum Error {
     },
 }
 
+/// Why classes have no usable image, and what a fix costs: the cache records its class list,
+/// so removing a class folder means a new cache.
+fn empty_reason(classes: &[String], without_files: &[String]) -> String {
+    let skipped: Vec<&String> = classes
+        .iter()
+        .filter(|c| !without_files.contains(c))
+        .collect();
+    let mut parts = Vec::new();
+    if !without_files.is_empty() {
+        parts.push(format!(
+            "{} ha{} no image file at all",
+            without_files.join(", "),
+            if without_files.len() == 1 { "s" } else { "ve" }
+        ));
+    }
+    if !skipped.is_empty() {
+        parts.push(format!(
+            "every file of {} was skipped (the reasons are listed above)",
+            skipped
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    format!(
+        "{}; add usable images and run again, or remove the folder(s) and extract into a new cache (a cache keeps the class list it was started with)",
+        parts.join("; ")
+    )
+}
+
 impl Error {
     /// Wraps an I/O error with its path.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

@@ -18,6 +18,9 @@ pub const HEAD_FORMAT_VERSION: u32 = 1;
 /// File name of the head inside a head directory.
 pub const HEAD_FILE: &str = headstart_core::files::HEAD_FILE;
 
+/// The largest head file read (a 100,000-class head on 4096-wide features is 1.6 GB).
+const MAX_HEAD_BYTES: u64 = 8 << 30;
+
 /// What a head knows about how it was made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadMetadata {
@@ -168,14 +171,30 @@ impl HeadCheckpoint {
         Ok(Self { head, meta })
     }
 
-    /// Reads `dir/head.safetensors` (or a file path directly).
+    /// Reads `dir/head.safetensors` (or a file path directly). Inside a head folder the file is
+    /// opened without following links; either way only a regular file of bounded size is read.
     pub fn load(path: &Path) -> Result<Self> {
-        let file = if path.is_dir() {
-            path.join(HEAD_FILE)
+        let (file, inside) = if path.is_dir() {
+            (path.join(HEAD_FILE), true)
         } else {
-            path.to_path_buf()
+            (path.to_path_buf(), false)
         };
-        let bytes = std::fs::read(&file).map_err(|e| match e.kind() {
+        let read = if inside {
+            headstart_cache::safe_fs::read_regular(&file, MAX_HEAD_BYTES)
+        } else {
+            std::fs::File::open(&file).and_then(|f| {
+                if f.metadata()?.is_file() {
+                    drop(f);
+                    headstart_cache::safe_fs::read_regular(
+                        &std::fs::canonicalize(&file)?,
+                        MAX_HEAD_BYTES,
+                    )
+                } else {
+                    Err(std::io::Error::other("not a regular file"))
+                }
+            })
+        };
+        let bytes = read.map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::NoHead { path: file.clone() },
             _ => Error::io(&file, e),
         })?;

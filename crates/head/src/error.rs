@@ -12,12 +12,12 @@ pub enum Error {
     #[error(transparent)]
     Cache(#[from] headstart_cache::Error),
     /// Filesystem failure.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The path.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (shown in the message; not a separate source, so it is printed once).
+        error: std::io::Error,
     },
     /// An invalid hyper-parameter (checked once, before training). `param` is the field's name
     /// (`lr`, `val_fraction`, …): a front end maps it to its own spelling (`--lr`).
@@ -70,7 +70,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

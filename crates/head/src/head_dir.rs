@@ -139,11 +139,77 @@ impl HeadDir {
 /// Reads `dir/run.json`.
 pub fn read_run_record(dir: &Path) -> Result<RunRecord> {
     let path = dir.join("run.json");
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let bytes =
+        headstart_cache::safe_fs::read_regular(&path, 64 << 20).map_err(|e| Error::io(&path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| Error::BadHead {
         path,
         reason: format!("run.json: {e}"),
     })
+}
+
+/// The images a head was trained on, by content: reconstructed from the cache and the split
+/// its `run.json` records (the split is deterministic), so that scoring a head can say which of
+/// the images it scores it has already seen.
+#[derive(Debug, Clone)]
+pub struct TrainingImages {
+    /// The cache the head was trained on.
+    pub cache: PathBuf,
+    sha256: std::collections::HashSet<String>,
+}
+
+impl TrainingImages {
+    /// Reads `head_dir/run.json` and the cache it names (`Ok(None)` when the head has no
+    /// `run.json` or the cache is not where it was: nothing can be said then).
+    pub fn of_head(head_dir: &Path) -> Result<Option<Self>> {
+        let Ok(run) = read_run_record(head_dir) else {
+            return Ok(None);
+        };
+        // Recorded as given on the command line: relative to where train-head ran, which is
+        // most often where this runs too, else beside the head folder.
+        let candidates = [
+            run.cache.clone(),
+            head_dir.parent().unwrap_or(Path::new(".")).join(&run.cache),
+        ];
+        let Some(cache) = candidates
+            .into_iter()
+            .find(|c| headstart_cache::Manifest::path_in(c).is_file())
+        else {
+            return Ok(None);
+        };
+        let m = headstart_cache::Manifest::read(&cache)?;
+        let table = headstart_cache::ImageTable {
+            label: m.images.iter().map(|e| e.label as u32).collect(),
+            split: m.images.iter().map(|e| e.split).collect(),
+            status: m.images.iter().map(|e| e.status).collect(),
+        };
+        let split = crate::split::split_cache(
+            &table,
+            &m.classes,
+            run.config.val_fraction,
+            run.config.seed,
+        )?;
+        let sha256 = split
+            .train
+            .iter()
+            .map(|&i| m.images[i].sha256.clone())
+            .collect();
+        Ok(Some(Self { cache, sha256 }))
+    }
+
+    /// Whether the file with this content hash trained the head.
+    pub fn contains_sha256(&self, sha256: &str) -> bool {
+        self.sha256.contains(sha256)
+    }
+
+    /// Number of training images.
+    pub fn len(&self) -> usize {
+        self.sha256.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.sha256.is_empty()
+    }
 }
 
 /// The folder is replaced by a swap with a sibling: its parent must take one.

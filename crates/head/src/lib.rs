@@ -31,7 +31,7 @@ pub use checkpoint::{HeadCheckpoint, HeadMetadata};
 pub use config::{Solver, SplitSummary, TrainConfig, ValMetrics, ValidSolver, ValidTrainConfig};
 pub use data::{Rows, ViewSelection};
 pub use error::{Error, Result};
-pub use head_dir::{HeadContents, HeadDir, RunRecord, HEAD_FILES};
+pub use head_dir::{HeadContents, HeadDir, RunRecord, TrainingImages, HEAD_FILES};
 pub use lbfgs::{LbfgsParams, LbfgsReport, ValidLbfgsParams};
 pub use linear::LinearHead;
 pub use metrics::Report;

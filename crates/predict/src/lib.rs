@@ -268,6 +268,10 @@ pub struct Evaluation {
     pub errors: Vec<Prediction>,
     /// Per-image predictions of the scored images, in sorted path order.
     pub predictions: Vec<Prediction>,
+    /// Whether the head's training images could be checked against (its cache was found).
+    pub training_checked: bool,
+    /// Scored images the head was trained on (their paths): their score is not held-out.
+    pub in_training: Vec<String>,
 }
 
 /// Evaluates on an ImageFolder: class folders are matched to the head's classes by name. With
@@ -279,6 +283,7 @@ pub fn evaluate(
     data_dir: &Path,
     split: headstart_data::folder::Split,
     batch_size: usize,
+    training: Option<&headstart_head::TrainingImages>,
     progress: &dyn headstart_core::progress::Progress,
 ) -> Result<Evaluation> {
     use headstart_data::folder::Split;
@@ -294,11 +299,18 @@ pub fn evaluate(
     } else {
         split
     };
-    if ds.has_split && split == Split::Test && !has(Split::Test) {
-        return Err(Error::NothingToScore(format!(
-            "{}: no test/ folder to score (it has train/ and val/ only); score the validation split instead",
-            data_dir.display()
-        )));
+    if split == Split::Test && !has(Split::Test) {
+        return Err(Error::NothingToScore(if ds.has_split {
+            format!(
+                "{}: no test/ folder to score (it has train/ and val/ only); score the validation split instead",
+                data_dir.display()
+            )
+        } else {
+            format!(
+                "{}: no train/, val/ and test/ folders, so there is no test split to score; a folder without them is scored whole (as the validation side)",
+                data_dir.display()
+            )
+        }));
     }
     let classes = &predictor.head.meta.classes;
     let unknown_classes: Vec<String> = ds
@@ -345,10 +357,27 @@ pub fn evaluate(
             None => errors.push(p),
         }
     }
+    // Which scored images trained the head (by content, so a copy under another name counts).
+    let seen_in_training = training.map(|t| {
+        use rayon::prelude::*;
+        scored
+            .par_iter()
+            .filter(|p| {
+                std::fs::read(&p.path)
+                    .map(|b| {
+                        t.contains_sha256(&hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)))
+                    })
+                    .unwrap_or(false)
+            })
+            .map(|p| p.path.clone())
+            .collect::<Vec<_>>()
+    });
     Ok(Evaluation {
         report: Report::new(classes, &truth, &guess),
         unknown_classes,
         errors,
         predictions: scored,
+        training_checked: seen_in_training.is_some(),
+        in_training: seen_in_training.unwrap_or_default(),
     })
 }

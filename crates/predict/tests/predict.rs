@@ -136,6 +136,7 @@ fn evaluating_a_folder_with_nothing_to_score_is_an_error() {
         d.path(),
         headstart_data::folder::Split::Val,
         8,
+        None,
         &headstart_core::progress::NoProgress,
     )
     .unwrap_err()

@@ -40,7 +40,7 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(a: Args) -> Result<()> {
-    a.run.threads.apply();
+    a.run.threads.apply()?;
     let arch = a.backbone.architecture()?;
     let (_, weights) = a.backbone.load_weights(arch)?;
     let model = a.backbone.backbone(&a.run, arch, &weights, false)?;

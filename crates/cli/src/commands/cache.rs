@@ -237,6 +237,14 @@ pub fn run(c: Command) -> Result<()> {
             let report = report?;
             if json {
                 print_json(&report)?;
+            } else if report.already_merged {
+                println!(
+                    "{}: already merged ({} images ok, {} rows in {} shards) and parts/ removed: nothing to do",
+                    cache.display(),
+                    report.images_ok,
+                    report.rows,
+                    report.shards
+                );
             } else {
                 println!(
                     "merged {} parts into {}: {} images ok, {} skipped, {} rows in {} shards, {:.1} MB written, {:.1} s{}",
@@ -254,6 +262,7 @@ pub fn run(c: Command) -> Result<()> {
             if !report.empty_classes.is_empty() {
                 return Err(headstart_extract::Error::EmptyClasses {
                     classes: report.empty_classes,
+                    without_files: report.classes_without_files,
                 }
                 .into());
             }

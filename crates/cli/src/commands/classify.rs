@@ -37,7 +37,7 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(a: Args) -> Result<()> {
-    a.run.threads.apply();
+    a.run.threads.apply()?;
     let arch = a.backbone.architecture()?;
     if !arch.has_imagenet_head() {
         return Err(usage(format!(

@@ -39,7 +39,7 @@ enum HeldOut {
 
 /// Runs the command.
 pub fn run(a: Args) -> Result<()> {
-    a.head.run.threads.apply();
+    a.head.run.threads.apply()?;
     require_dir(&a.data_dir, "DATA_DIR")?;
     let predictor = a.head.predictor()?;
     let bar = Bar::new("eval", a.json);
@@ -47,11 +47,15 @@ pub fn run(a: Args) -> Result<()> {
         HeldOut::Val => headstart_extract::dataset::Split::Val,
         HeldOut::Test => headstart_extract::dataset::Split::Test,
     };
+    // Which images trained the head (from the cache and split its run.json records): scoring
+    // them is not a held-out score, and the report says so.
+    let training = headstart_head::TrainingImages::of_head(&a.head.head).unwrap_or(None);
     let ev = evaluate(
         &predictor,
         &a.data_dir,
         split,
         a.head.batch(&predictor),
+        training.as_ref(),
         &bar,
     )?;
     bar.done();
@@ -65,6 +69,15 @@ pub fn run(a: Args) -> Result<()> {
         print_json(&v)?;
     } else {
         print!("{}", ev.report.to_text());
+        if !ev.in_training.is_empty() {
+            println!(
+                "\nnote: {} of the {} images scored were in the head's training split: this is not a held-out score (score a folder of images the head has not seen, or its val/ or test/ split)",
+                ev.in_training.len(),
+                ev.report.n
+            );
+        } else if !ev.training_checked {
+            println!("\nnote: the head's training images could not be checked (its cache is not where run.json says): whether these images are held out is unknown");
+        }
         if !ev.unknown_classes.is_empty() {
             println!(
                 "\nnot scored (class unknown to the head): {}",
@@ -72,7 +85,11 @@ pub fn run(a: Args) -> Result<()> {
             );
         }
         for e in &ev.errors {
-            println!("error: {}: {}", e.path, e.error.as_deref().unwrap_or(""));
+            println!(
+                "error: {}: {}",
+                headstart_core::text::for_terminal(&e.path),
+                headstart_core::text::for_terminal(e.error.as_deref().unwrap_or(""))
+            );
         }
     }
     Ok(())

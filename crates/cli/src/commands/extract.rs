@@ -89,7 +89,7 @@ fn parse_part(s: &str) -> std::result::Result<headstart_cache::Part, headstart_c
 
 /// Runs the command.
 pub fn run(a: Args) -> Result<()> {
-    a.run.threads.apply();
+    a.run.threads.apply()?;
     require_dir(&a.data_dir, "DATA_DIR")?;
     if a.cache.exists() && !a.cache.is_dir() {
         return Err(usage(format!(
@@ -208,6 +208,7 @@ pub fn run(a: Args) -> Result<()> {
     } else if !report.empty_classes.is_empty() {
         return Err(headstart_extract::Error::EmptyClasses {
             classes: report.empty_classes,
+            without_files: report.classes_without_files,
         }
         .into());
     }

@@ -45,7 +45,7 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(a: Args) -> Result<()> {
-    a.run.threads.apply();
+    a.run.threads.apply()?;
     require_file(&a.input, "--input")?;
     output_file(&a.out, "--out")?;
     let arch = a.backbone.architecture()?;

@@ -11,6 +11,7 @@ use headstart_predict::{collect_images, Predictor};
 use crate::common::{default_batch, output_file, print_json, require_file, usage, RunArgs};
 use crate::draw::{prediction_grid, GridCell};
 use crate::progress::Bar;
+use headstart_core::text::for_terminal;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -132,7 +133,7 @@ pub fn parent_class(path: &Path, classes: &[String]) -> Option<String> {
 
 /// Runs the command.
 pub fn run(a: Args) -> Result<()> {
-    a.head.run.threads.apply();
+    a.head.run.threads.apply()?;
     for p in &a.paths {
         if !p.exists() {
             return Err(usage(format!("{}: no such file or directory", p.display())));
@@ -172,15 +173,27 @@ pub fn run(a: Args) -> Result<()> {
                             .iter()
                             .map(|t| format!("{} {:.3}", t.label, t.score))
                             .collect();
-                        println!("{}  {}", p.path, t.join("  "));
+                        println!("{}  {}", for_terminal(&p.path), for_terminal(&t.join("  ")));
                     }
-                    None => println!("{}  error: {}", p.path, p.error.as_deref().unwrap_or("")),
+                    None => println!(
+                        "{}  error: {}",
+                        for_terminal(&p.path),
+                        for_terminal(p.error.as_deref().unwrap_or(""))
+                    ),
                 }
             }
         }
     }
     if let Some(out) = &a.grid {
         let classes = &predictor.head.meta.classes;
+        let training = headstart_head::TrainingImages::of_head(&a.head.head).unwrap_or(None);
+        let trained_on = |path: &Path| {
+            training.as_ref().is_some_and(|t| {
+                std::fs::read(path).is_ok_and(|b| {
+                    t.contains_sha256(&hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)))
+                })
+            })
+        };
         let cells: Vec<GridCell> = paths
             .iter()
             .zip(&preds)
@@ -191,6 +204,7 @@ pub fn run(a: Args) -> Result<()> {
                     predicted: top[0].label.clone(),
                     score: top[0].score,
                     truth: parent_class(path, classes),
+                    trained_on: trained_on(path),
                 })
             })
             .collect();

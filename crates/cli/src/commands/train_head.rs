@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use headstart_cache::CacheIndex;
 use headstart_head::{
     train_head, ClassWeight, HeadContents, HeadDir, LbfgsParams, RunRecord, SgdParams, Solver,
@@ -82,6 +82,9 @@ pub struct Args {
     /// on a validation slice of the training split and the best is refitted.
     #[arg(long)]
     l2: Option<f64>,
+    /// Most L-BFGS iterations per fit (each a pass over the rows).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    max_iter: u32,
     /// Fraction of images held out for validation (ignored when the dataset has train/val folders).
     #[arg(long, default_value_t = 0.2)]
     val_fraction: f64,
@@ -125,6 +128,7 @@ impl Args {
             }),
             SolverArg::Lbfgs => Solver::Lbfgs(LbfgsParams {
                 l2: self.l2,
+                max_iter: self.max_iter as usize,
                 ..Default::default()
             }),
         };
@@ -151,9 +155,9 @@ impl Args {
             || matches!(self.class_weight, ClassWeightArg::Balanced);
         match self.solver {
             SolverArg::Lbfgs if sgd_only_set => Some("--epochs, --lr, --momentum, --nesterov, --weight-decay, --batch-size and --class-weight apply to --solver sgd only; ignored"),
-            SolverArg::Sgd if self.l2.is_some() => {
-                Some("--l2 applies to --solver lbfgs only (for SGD use --weight-decay); ignored")
-            }
+            SolverArg::Sgd if self.l2.is_some() || self.max_iter != 500 => Some(
+                "--l2 and --max-iter apply to --solver lbfgs only (for SGD use --weight-decay and --epochs); ignored",
+            ),
             _ => None,
         }
     }
@@ -162,7 +166,7 @@ impl Args {
 /// Runs the command: parses the flags into a [`TrainConfig`], trains with the library call
 /// [`train_head`], prints the table and publishes the head directory.
 pub fn run(a: Args) -> Result<()> {
-    a.threads.apply();
+    a.threads.apply()?;
     let started = Instant::now();
     require_dir(&a.cache, "--cache")?;
     let config = a.config().check().map_err(|e| match e {
@@ -217,8 +221,7 @@ pub fn run(a: Args) -> Result<()> {
     let limits = TrainLimits {
         memory_budget: a.memory_budget << 20,
     };
-    let trained = train_head(&cache, &config, &limits, &mut on_event)
-        .context("training the head (every shard's checksum is verified while reading)")?;
+    let trained = train_head(&cache, &config, &limits, &mut on_event)?;
     if let (Some(rep), true) = (&trained.lbfgs, show_table) {
         for (l2, acc, loss) in &rep.sweep {
             eprintln!(
@@ -229,6 +232,12 @@ pub fn run(a: Args) -> Result<()> {
             "  chose λ = {:.1e}; final fit {} iterations, converged: {}",
             rep.l2, rep.iterations, rep.converged
         );
+        if !rep.converged {
+            eprintln!(
+                "warning: L-BFGS stopped after {} iterations before its gradient tolerance: the head may be under-fitted (raise --max-iter, or give a larger --l2)",
+                rep.iterations
+            );
+        }
         let last = trained.history.last().expect("one record");
         eprintln!(
             "train loss {:.4}  train acc {:.4}  val acc {}",
@@ -249,7 +258,9 @@ pub fn run(a: Args) -> Result<()> {
         tool: "headstart".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         git_commit: env!("HEADSTART_GIT_COMMIT").into(),
-        cache: a.cache.clone(),
+        // Absolute, so that eval and predict find it from anywhere (to tell which images the head
+        // was trained on).
+        cache: std::fs::canonicalize(&a.cache).unwrap_or_else(|_| a.cache.clone()),
         cache_manifest_sha256: trained.cache_manifest_sha256.clone(),
         config: trained.config.clone(),
         split: trained.split.clone(),

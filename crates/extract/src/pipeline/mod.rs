@@ -138,6 +138,29 @@ pub fn extract(
                 Ok(())
             })?;
             let dim = backbone.config().feature_dim;
+            // Finite inputs through a sound network give finite features: NaN or infinity means
+            // the backbone itself is broken (a config or weights that overflow). Nothing of it
+            // is cached.
+            if let Some(bad) = features.iter().position(|v| !v.is_finite()) {
+                let row = bad / dim.max(1);
+                let image = chunk
+                    .iter()
+                    .filter_map(|p| match &p.outcome {
+                        Outcome::Ready { views, .. } => Some((p, views.len())),
+                        _ => None,
+                    })
+                    .scan(0usize, |seen, (p, n)| {
+                        *seen += n;
+                        Some((p, *seen))
+                    })
+                    .find(|(_, end)| row < *end)
+                    .map(|(p, _)| p.entry.path.clone())
+                    .unwrap_or_default();
+                return Err(Error::NonFinite {
+                    value: features[bad],
+                    image,
+                });
+            }
             let mut at = 0;
             for p in chunk {
                 present.insert(p.entry.key().to_string(), p.entry.sha256.clone());
@@ -196,6 +219,7 @@ pub fn extract(
         // Changed files go stale when re-added, removed ones at the end: count both.
         images_stale: manifest.count(ImageStatus::Stale) - stale_before,
         empty_classes: manifest.empty_classes(),
+        classes_without_files: manifest.classes_without_images(),
         notes,
     })
 }

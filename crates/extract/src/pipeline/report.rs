@@ -48,6 +48,8 @@ pub struct ExtractReport {
     pub images_stale: usize,
     /// Classes with no usable image (an error for training; for a part, checked at merge).
     pub empty_classes: Vec<String>,
+    /// Of those, the classes whose folders held no image file at all.
+    pub classes_without_files: Vec<String>,
     /// Warnings and notes for the user.
     pub notes: Vec<String>,
 }
