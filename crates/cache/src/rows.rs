@@ -138,6 +138,10 @@ pub struct DiskRows {
     /// Global row index of each selected row.
     rows: Vec<u32>,
     y: Labels,
+    /// Image and view of each row, when the selection asked for them
+    /// ([`Selection::with_images`]); empty otherwise.
+    image: Vec<u32>,
+    view: Vec<u16>,
 }
 
 impl DiskRows {
@@ -156,6 +160,14 @@ impl DiskRows {
     /// Class of row `i`.
     pub fn label(&self, i: usize) -> u32 {
         self.y.get(i)
+    }
+    /// Image of row `i` (index into the manifest's images), when the selection kept it.
+    pub fn image(&self, i: usize) -> Option<usize> {
+        self.image.get(i).map(|&v| v as usize)
+    }
+    /// View of row `i`, when the selection kept it.
+    pub fn view(&self, i: usize) -> Option<u32> {
+        self.view.get(i).map(|&v| v as u32)
     }
     /// Appends the features of rows `idx` (in that order) to `out`, read from the shards.
     pub fn gather(&self, idx: &[u32], out: &mut Vec<f32>) -> Result<()> {
@@ -200,6 +212,9 @@ pub struct Selection<'a> {
     pub val: &'a [usize],
     /// Views of the training images.
     pub views: ViewSelection,
+    /// Keep each row's image and view also for rows left on disk (6 bytes a row; sweeps need
+    /// them to form folds by image).
+    pub with_images: bool,
 }
 
 impl Selection<'_> {
@@ -260,6 +275,17 @@ pub fn load_rows(cache: &CacheIndex, sel: &Selection<'_>, budget: u64) -> Result
         Labels::with_capacity(classes, on_disk(n_train)),
         Labels::with_capacity(classes, on_disk(n_val)),
     );
+    let meta = |n: usize| if sel.with_images { on_disk(n) } else { 0 };
+    let (mut train_iv, mut val_iv) = (
+        (
+            Vec::with_capacity(meta(n_train)),
+            Vec::with_capacity(meta(n_train)),
+        ),
+        (
+            Vec::with_capacity(meta(n_val)),
+            Vec::with_capacity(meta(n_val)),
+        ),
+    );
     let mut starts = vec![0u64];
     let mut stamps = Vec::with_capacity(cache.shards().len());
     let classes_n = cache.classes().len();
@@ -295,15 +321,17 @@ pub fn load_rows(cache: &CacheIndex, sel: &Selection<'_>, budget: u64) -> Result
                     &mut train,
                     &mut train_at,
                     &mut train_y,
+                    &mut train_iv,
                 ),
                 (
                     side[img] & VAL != 0 && view[r] == 0,
                     &mut val,
                     &mut val_at,
                     &mut val_y,
+                    &mut val_iv,
                 ),
             ];
-            for (take, rows, at, ys) in targets {
+            for (take, rows, at, ys, iv) in targets {
                 if !take {
                     continue;
                 }
@@ -314,6 +342,10 @@ pub fn load_rows(cache: &CacheIndex, sel: &Selection<'_>, budget: u64) -> Result
                     rows.view.push(view[r] as u32);
                 } else {
                     ys.push(y);
+                    if sel.with_images {
+                        iv.0.push(img as u32);
+                        iv.1.push(view[r].clamp(0, u16::MAX as i64) as u16);
+                    }
                     let g = first + r as u64;
                     at.push(u32::try_from(g).map_err(|_| Error::TooLarge {
                         path: cache.dir.clone(),
@@ -355,6 +387,8 @@ pub fn load_rows(cache: &CacheIndex, sel: &Selection<'_>, budget: u64) -> Result
             starts: starts.clone(),
             rows: train_at,
             y: train_y,
+            image: train_iv.0,
+            view: train_iv.1,
         }),
         val: SideRows::Disk(DiskRows {
             dim,
@@ -362,6 +396,8 @@ pub fn load_rows(cache: &CacheIndex, sel: &Selection<'_>, budget: u64) -> Result
             starts,
             rows: val_at,
             y: val_y,
+            image: val_iv.0,
+            view: val_iv.1,
         }),
         streamed: true,
         bytes,

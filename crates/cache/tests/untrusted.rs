@@ -69,6 +69,7 @@ fn a_shard_rewritten_while_rows_stream_from_it_is_refused() {
             train: &all,
             val: &[],
             views: ViewSelection::All,
+            with_images: false,
         },
         0,
     )

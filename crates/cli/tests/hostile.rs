@@ -485,15 +485,18 @@ fn hostile_transformer_configs_are_refused_before_anything_is_built() {
 #[test]
 fn too_many_threads_is_capped_or_refused_never_a_panic() {
     let d = tempfile::tempdir().unwrap();
-    let (_, cache) = small_cache(d.path());
-    let head = d.path().join("h");
+    let data = d.path().join("data");
+    link_photos(&data, &CLASSES[..2], 0..2);
+    // A transformer's forward pass uses candle's own thread pool too: 500 threads of each under a
+    // 2 GB address-space limit once panicked in it.
     let mut c = Command::new("sh");
     c.arg("-c")
         .arg(format!(
-            "ulimit -v 4000000; exec '{}' train-head --cache '{}' --out '{}' --threads 500",
+            "ulimit -v 2000000; exec '{}' extract '{}' --cache '{}' --backbone dinov2-small --weights '{}' --views 0 --threads 500",
             env!("CARGO_BIN_EXE_headstart"),
-            cache.display(),
-            head.display()
+            data.display(),
+            d.path().join("cache").display(),
+            common::shared("fixtures/dinov2/model.safetensors").display()
         ))
         .env("HF_HUB_OFFLINE", "1");
     let out = within(c, 120);

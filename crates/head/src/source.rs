@@ -25,6 +25,14 @@ pub trait RowSource {
     fn dim(&self) -> usize;
     /// Class of row `i`.
     fn label(&self, i: usize) -> u32;
+    /// Image of row `i` (index into the manifest's images), when the source knows it.
+    fn image(&self, _i: usize) -> Option<usize> {
+        None
+    }
+    /// View of row `i`, when the source knows it.
+    fn view(&self, _i: usize) -> Option<u32> {
+        None
+    }
     /// Appends the features of rows `idx` (in that order) to `out`.
     fn gather(&self, idx: &[u32], out: &mut Vec<f32>) -> Result<()>;
     /// The rows, when they are all in memory.
@@ -40,6 +48,12 @@ impl RowSource for Rows {
     }
     fn label(&self, i: usize) -> u32 {
         self.y[i]
+    }
+    fn image(&self, i: usize) -> Option<usize> {
+        self.image.get(i).copied()
+    }
+    fn view(&self, i: usize) -> Option<u32> {
+        self.view.get(i).copied()
     }
     fn gather(&self, idx: &[u32], out: &mut Vec<f32>) -> Result<()> {
         out.reserve(idx.len() * self.dim);
@@ -63,6 +77,12 @@ impl RowSource for DiskRows {
     }
     fn label(&self, i: usize) -> u32 {
         DiskRows::label(self, i)
+    }
+    fn image(&self, i: usize) -> Option<usize> {
+        DiskRows::image(self, i)
+    }
+    fn view(&self, i: usize) -> Option<u32> {
+        DiskRows::view(self, i)
     }
     fn gather(&self, idx: &[u32], out: &mut Vec<f32>) -> Result<()> {
         Ok(DiskRows::gather(self, idx, out)?)

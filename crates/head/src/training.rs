@@ -117,6 +117,7 @@ pub fn train_head(
             train: &split.train,
             val: &split.val,
             views: config.views,
+            with_images: false,
         },
         limits.memory_budget,
         lbfgs.then_some("L-BFGS"),
