@@ -76,7 +76,7 @@ eval *settings: build
 demo *settings: build
     scripts/flow.sh demo {{settings}}
 
-# Benchmarks → docs/benchmarks.md and docs/benchmarks-scale.md (quiet machine, ~20 min). Positional: DATA LITE0_WEIGHTS RESNET18_WEIGHTS.
+# Benchmarks → docs/benchmarks.md, docs/benchmarks-scale.md and docs/benchmarks-sweep.md (quiet machine, ~30 min). Positional: DATA LITE0_WEIGHTS RESNET18_WEIGHTS.
 # REPS=N (default 3) sets the repetitions; PYTHON=/path/to/python with torch runs bench/reference.py in the same run.
 bench *args: build
     scripts/bench.sh {{args}}
@@ -84,6 +84,10 @@ bench *args: build
 # Scale benchmarks only (1M-image writer, train-head memory at 20k vs 2M rows) → docs/benchmarks-scale.md
 bench-scale: build
     scripts/bench-scale.sh
+
+# Sweep benchmarks only (360-job sweeps on the Lite0 cache and a 100k-row synthetic one; best vs default) → docs/benchmarks-sweep.md
+bench-sweep *args: build
+    scripts/bench-sweep.sh {{args}}
 
 # PyTorch reference figures for the same work (needs torch + torchvision; skipped otherwise) → docs/benchmarks-reference.md
 bench-reference *args:

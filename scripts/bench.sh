@@ -158,3 +158,7 @@ cat docs/benchmarks.md
 
 # 5. Scale: the 1M-image writer and train-head memory at 20k vs 2M rows → docs/benchmarks-scale.md
 scripts/bench-scale.sh
+
+# 6. Sweeps: 24 configurations × 3 seeds × 5 folds on the Lite0 cache and a 100k-row synthetic one
+# → docs/benchmarks-sweep.md
+scripts/bench-sweep.sh "$data" "$lite0"

@@ -3,7 +3,7 @@
 //! `eval` and `classify`): files are decoded in parallel, the ones that decode are stacked into
 //! batches, and a file that cannot be read or decoded gets its error without stopping the others.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -23,17 +23,54 @@ pub fn run_on_files<T, E: From<Error>>(
     model: &mut dyn FnMut(&Tensor) -> std::result::Result<Vec<T>, E>,
     progress: &dyn headstart_core::progress::Progress,
 ) -> std::result::Result<Vec<std::result::Result<T, Error>>, E> {
-    let side = cfg.input_size as usize;
+    let out = run_on_file_views(
+        paths,
+        cfg.input_size as usize,
+        1,
+        &|p| eval_input_from_file(p, cfg, limits),
+        batch_size,
+        model,
+        progress,
+    )?;
+    Ok(out
+        .into_iter()
+        .map(|r| r.map(|mut v| v.pop().expect("one view")))
+        .collect())
+}
+
+/// [`run_on_files`] with `views` network inputs per file, made by `prepare` (`views × 3 × S ×
+/// S` values, CHW, view by view): `model` sees batches of at most `batch_size` rows and each
+/// file gets its `views` outputs, in order.
+pub fn run_on_file_views<T, E: From<Error>>(
+    paths: &[PathBuf],
+    side: usize,
+    views: usize,
+    prepare: &(dyn Fn(&Path) -> Result<Vec<f32>> + Sync),
+    batch_size: usize,
+    model: &mut dyn FnMut(&Tensor) -> std::result::Result<Vec<T>, E>,
+    progress: &dyn headstart_core::progress::Progress,
+) -> std::result::Result<Vec<std::result::Result<Vec<T>, Error>>, E> {
+    let views = views.max(1);
+    let plane = 3 * side * side;
+    let files_per_chunk = (batch_size.max(1) / views).max(1);
     let mut out = Vec::with_capacity(paths.len());
-    for chunk in paths.chunks(batch_size.max(1)) {
+    for chunk in paths.chunks(files_per_chunk) {
         let inputs: Vec<Result<Vec<f32>>> = chunk
             .par_iter()
-            .map(|p| eval_input_from_file(p, cfg, limits))
+            .map(|p| {
+                let v = prepare(p)?;
+                if v.len() != views * plane {
+                    return Err(Error::Input(format!(
+                        "{} network input values for {views} views of 3 × {side} × {side}",
+                        v.len()
+                    )));
+                }
+                Ok(v)
+            })
             .collect();
         let mut outputs = Vec::new();
-        let n = inputs.iter().flatten().count();
-        let decoded = inputs.iter().flatten().map(Vec::as_slice);
-        run_on_rows::<E>(decoded, side, n, &mut |x| {
+        let decoded = inputs.iter().flatten().flat_map(|v| v.chunks_exact(plane));
+        run_on_rows::<E>(decoded, side, batch_size.max(1), &mut |x| {
             let o = model(x)?;
             let rows = x.dim(0).map_err(Error::from)?;
             if o.len() != rows {
@@ -43,12 +80,12 @@ pub fn run_on_files<T, E: From<Error>>(
                 ))
                 .into());
             }
-            outputs = o;
+            outputs.extend(o);
             Ok(())
         })?;
         let mut outputs = outputs.into_iter();
         for r in inputs {
-            out.push(r.map(|_| outputs.next().expect("one output per decoded file")));
+            out.push(r.map(|_| outputs.by_ref().take(views).collect()));
         }
         progress.advance(chunk.len() as u64);
     }

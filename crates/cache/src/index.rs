@@ -10,7 +10,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::lock::DirLock;
-use crate::manifest::{CacheSettings, ImageStatus, Manifest, ManifestRepr, ShardEntry, Split};
+use crate::manifest::{
+    CacheSettings, ImageEntry, ImageStatus, Manifest, ManifestRepr, ShardEntry, Split,
+};
 use crate::reader::FeatureCache;
 use crate::{Error, Result};
 
@@ -180,5 +182,136 @@ impl CacheIndex {
     /// The committed shards.
     pub fn shards(&self) -> &[ShardEntry] {
         &self.manifest.shards
+    }
+    /// The full manifest entries of images `wanted` (indices into the manifest's images), in
+    /// that order: `manifest.json` is read again in one streaming pass keeping only those, so
+    /// a few entries of a million-image cache cost a pass, not the whole list in memory. The
+    /// file must still be the one opened (its sha256 is checked).
+    pub fn image_entries(&self, wanted: &[usize]) -> Result<Vec<ImageEntry>> {
+        let path = Manifest::path_in(&self.dir);
+        let file = crate::safe_fs::open_regular(&path).map_err(|e| Error::io(&path, e))?;
+        let mut reader = HashingReader {
+            inner: std::io::BufReader::with_capacity(1 << 20, file),
+            hash: Sha256::new(),
+        };
+        let bad = |reason: crate::error::ManifestError| Error::Manifest {
+            path: path.clone(),
+            reason,
+        };
+        let mut slot: std::collections::HashMap<usize, Vec<usize>> = Default::default();
+        for (k, &i) in wanted.iter().enumerate() {
+            slot.entry(i).or_default().push(k);
+        }
+        let mut picked: Vec<Option<ImageEntry>> = vec![None; wanted.len()];
+        {
+            let mut de = serde_json::Deserializer::from_reader(&mut reader);
+            serde::de::DeserializeSeed::deserialize(
+                PickImages {
+                    slot: &slot,
+                    out: &mut picked,
+                },
+                &mut de,
+            )
+            .map_err(|e| bad(e.into()))?;
+            de.end().map_err(|e| bad(e.into()))?;
+        }
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| Error::io(&path, e))?;
+        if hex::encode(reader.hash.finalize()) != self.manifest_sha256 {
+            return Err(bad(crate::error::ManifestError::Inconsistent(
+                "changed since the cache was opened".into(),
+            )));
+        }
+        picked
+            .into_iter()
+            .zip(wanted)
+            .map(|(e, &i)| {
+                e.ok_or_else(|| {
+                    bad(crate::error::ManifestError::Inconsistent(format!(
+                        "no image {i} (it lists {})",
+                        self.images.len()
+                    )))
+                })
+            })
+            .collect()
+    }
+}
+
+/// Deserialises a manifest keeping only the image entries asked for (everything else is
+/// skipped as it streams by).
+struct PickImages<'a> {
+    /// Image index → positions in the output.
+    slot: &'a std::collections::HashMap<usize, Vec<usize>>,
+    out: &'a mut Vec<Option<ImageEntry>>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for PickImages<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PickImages<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a cache manifest")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "images" {
+                map.next_value_seed(PickSeq {
+                    slot: self.slot,
+                    out: &mut *self.out,
+                })?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `images` list of [`PickImages`].
+struct PickSeq<'a> {
+    slot: &'a std::collections::HashMap<usize, Vec<usize>>,
+    out: &'a mut Vec<Option<ImageEntry>>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for PickSeq<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PickSeq<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of image entries")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        let mut i = 0usize;
+        loop {
+            match self.slot.get(&i) {
+                Some(positions) => {
+                    let Some(e) = seq.next_element::<ImageEntry>()? else {
+                        break;
+                    };
+                    for &k in positions {
+                        self.out[k] = Some(e.clone());
+                    }
+                }
+                None => {
+                    if seq.next_element::<serde::de::IgnoredAny>()?.is_none() {
+                        break;
+                    }
+                }
+            }
+            i += 1;
+        }
+        Ok(())
     }
 }

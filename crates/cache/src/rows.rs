@@ -8,7 +8,7 @@
 //! the manifest ([`crate::reader::read_shard`]).
 
 use std::collections::HashSet;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -132,7 +132,7 @@ impl Labels {
 #[derive(Debug)]
 pub struct DiskRows {
     dim: usize,
-    shards: Rc<ShardPool>,
+    shards: Arc<ShardPool>,
     /// First global row of each shard, plus the total at the end.
     starts: Vec<u64>,
     /// Global row index of each selected row.
@@ -366,7 +366,7 @@ pub fn load_rows(cache: &CacheIndex, sel: &Selection<'_>, budget: u64) -> Result
     }
     // Each shard is read again later, row by row: it must still be the file verified now (a
     // shard rewritten in place mid-run is refused, naming it, instead of training on it).
-    let shards = Rc::new(ShardPool::new(
+    let shards = Arc::new(ShardPool::new(
         cache
             .shards()
             .iter()

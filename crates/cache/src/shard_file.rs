@@ -61,9 +61,12 @@ pub struct ShardFile {
     dim: usize,
     dtype: FeatureDType,
     spans: HashMap<&'static str, Span>,
-    /// Reused for the raw bytes of [`read_features`](Self::read_features): streaming training
-    /// calls it once per row.
-    scratch: std::cell::RefCell<Vec<u8>>,
+}
+
+thread_local! {
+    /// Reused for the raw bytes of [`ShardFile::read_features`]: streaming training calls it
+    /// once per row (one buffer per thread, so shard files can be shared between threads).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The tensors of a shard: name, dtype, bytes per element and trailing shape.
@@ -193,7 +196,6 @@ impl ShardFile {
             dim,
             dtype,
             spans,
-            scratch: Default::default(),
         })
     }
 
@@ -236,9 +238,18 @@ impl ShardFile {
 
     /// Features of rows `row..row + count`, widened to f32, appended to `out`.
     pub fn read_features(&self, row: usize, count: usize, out: &mut Vec<f32>) -> Result<()> {
-        let mut raw = self.scratch.borrow_mut();
+        SCRATCH.with_borrow_mut(|raw| self.features_from_scratch(row, count, raw, out))
+    }
+
+    fn features_from_scratch(
+        &self,
+        row: usize,
+        count: usize,
+        raw: &mut Vec<u8>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         raw.clear();
-        self.read_raw("features", row, count, &mut raw)?;
+        self.read_raw("features", row, count, raw)?;
         match self.dtype {
             FeatureDType::F32 => out.extend(
                 raw.chunks_exact(4)
@@ -303,13 +314,13 @@ pub struct ShardPool {
     specs: Vec<ShardSpec>,
     dim: usize,
     dtype: FeatureDType,
-    open: std::cell::RefCell<PoolState>,
+    open: std::sync::Mutex<PoolState>,
     cap: usize,
 }
 
 #[derive(Debug, Default)]
 struct PoolState {
-    files: Vec<Option<ShardFile>>,
+    files: Vec<Option<std::sync::Arc<ShardFile>>>,
     order: std::collections::VecDeque<usize>,
 }
 
@@ -335,7 +346,7 @@ impl ShardPool {
             specs,
             dim,
             dtype,
-            open: std::cell::RefCell::new(PoolState {
+            open: std::sync::Mutex::new(PoolState {
                 files: (0..n).map(|_| None).collect(),
                 order: Default::default(),
             }),
@@ -348,20 +359,33 @@ impl ShardPool {
         self.with(shard, |f| f.read_features(row, 1, out))
     }
 
-    /// Runs `f` on shard `shard`, opening it first if needed.
+    /// Runs `f` on shard `shard`, opening it first if needed. Threads share the pool: the lock
+    /// is held only to find or open the file, not while `f` reads it (positioned reads).
     pub fn with<T>(&self, shard: usize, f: impl FnOnce(&ShardFile) -> Result<T>) -> Result<T> {
-        let mut st = self.open.borrow_mut();
-        if st.files[shard].is_none() {
-            if st.order.len() >= self.cap {
-                if let Some(old) = st.order.pop_front() {
-                    st.files[old] = None;
+        let file = {
+            let mut st = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            match &st.files[shard] {
+                Some(file) => file.clone(),
+                None => {
+                    if st.order.len() >= self.cap {
+                        if let Some(old) = st.order.pop_front() {
+                            st.files[old] = None;
+                        }
+                    }
+                    let spec = &self.specs[shard];
+                    let file = std::sync::Arc::new(ShardFile::open(
+                        &spec.path,
+                        spec.rows,
+                        self.dim,
+                        self.dtype,
+                        spec.verified,
+                    )?);
+                    st.files[shard] = Some(file.clone());
+                    st.order.push_back(shard);
+                    file
                 }
             }
-            let spec = &self.specs[shard];
-            let file = ShardFile::open(&spec.path, spec.rows, self.dim, self.dtype, spec.verified)?;
-            st.files[shard] = Some(file);
-            st.order.push_back(shard);
-        }
-        f(st.files[shard].as_ref().expect("opened above"))
+        };
+        f(&file)
     }
 }

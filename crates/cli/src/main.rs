@@ -20,6 +20,12 @@ use clap::{Parser, Subcommand};
 ///     headstart train-head --cache cache/flowers-resnet18 --out heads/flowers
 ///     headstart predict --head heads/flowers photo.jpg
 ///
+/// Experiments on the cache (docs/experiments.md):
+///
+///     headstart sweep --cache cache/flowers-resnet18 --out sweeps/lr --lr 1e-4,1e-3,1e-2 --seeds 1,2,3
+///     headstart compare heads/flowers sweeps/lr/best
+///     headstart train-head --from heads/flowers/run.json
+///
 /// Weights are found offline first: --weights PATH, then the Hugging Face cache ($HF_HOME),
 /// then the torch hub cache ($TORCH_HOME/hub/checkpoints), then a download from the hub
 /// (skipped when HF_HUB_OFFLINE=1). `headstart weights` shows which one is used.
@@ -44,6 +50,8 @@ enum Command {
     Classify(commands::classify::Args),
     Extract(commands::extract::Args),
     TrainHead(commands::train_head::Args),
+    Sweep(commands::sweep::Args),
+    Compare(commands::compare::Args),
     Predict(commands::predict::Args),
     Eval(commands::eval::Args),
     Show(commands::show::Args),
@@ -64,6 +72,8 @@ fn main() {
         Command::Classify(a) => commands::classify::run(a),
         Command::Extract(a) => commands::extract::run(a),
         Command::TrainHead(a) => commands::train_head::run(a),
+        Command::Sweep(a) => commands::sweep::run(a),
+        Command::Compare(a) => commands::compare::run(a),
         Command::Predict(a) => commands::predict::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Show(a) => commands::show::run(a),

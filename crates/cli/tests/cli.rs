@@ -183,6 +183,7 @@ fn extract_train_predict_eval_end_to_end_with_lite0() {
         "curves.png",
         "report.json",
         "report.txt",
+        "validation.json",
         "run.json",
     ] {
         assert!(Path::new(&head).join(f).is_file(), "{f} missing");
@@ -256,6 +257,51 @@ fn extract_train_predict_eval_end_to_end_with_lite0() {
         let q = list.iter().find(|q| q["path"] == p["path"]).unwrap();
         assert_eq!(q["top"][0]["label"], p["label"]);
     }
+
+    // Test-time augmentation: the mean over the eval view and its mirror image (scores move,
+    // labels mostly stay), named in eval's JSON.
+    let five: Vec<String> = list[..5]
+        .iter()
+        .map(|p| p["path"].as_str().unwrap().to_string())
+        .collect();
+    let mut args = vec![
+        "predict",
+        "--head",
+        &head,
+        "--weights",
+        &w,
+        "--format",
+        "json",
+        "--tta",
+        "flip",
+    ];
+    args.extend(five.iter().map(String::as_str));
+    let tta: Value = serde_json::from_str(&ok(&args)).unwrap();
+    let tta = tta.as_array().unwrap();
+    assert_eq!(tta.len(), 5);
+    let moved = tta
+        .iter()
+        .zip(list)
+        .filter(|(a, b)| a["top"][0]["score"] != b["top"][0]["score"])
+        .count();
+    assert!(moved > 0, "TTA changed no score");
+    let agree = tta
+        .iter()
+        .zip(list)
+        .filter(|(a, b)| a["top"][0]["label"] == b["top"][0]["label"])
+        .count();
+    assert!(agree >= 4, "{agree} of 5 labels kept");
+    let out = headstart(&[
+        "predict",
+        "--head",
+        &head,
+        "--weights",
+        &w,
+        "--tta",
+        "crops:0",
+        &five[0],
+    ]);
+    assert_eq!(out.status.code(), Some(2));
 
     // A head used with other weights is refused.
     let fixture = shared("fixtures/resnet18/weights.safetensors")

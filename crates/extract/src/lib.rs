@@ -6,7 +6,9 @@
 //! - [`augment`]: torchvision's RandomResizedCrop rule + flip, seeded per (seed, path, view).
 //! - [`pipeline`]: parallel decode overlapped with the batched forward pass, written shard by shard.
 
-pub mod augment;
+/// Seeded views (moved to the backbone's preprocessing: predict's test-time augmentation uses
+/// the same rule).
+pub use headstart_backbone::preprocess::augment;
 pub mod error;
 pub mod pipeline;
 

@@ -241,6 +241,7 @@ mod tests {
                     macro_f1: 0.4,
                     n: 10,
                     loss: Some(1.0),
+                    accuracy_tta: None,
                 }),
                 weights_file: Some("/w/lite0.pth".into()),
             },

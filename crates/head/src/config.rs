@@ -46,6 +46,10 @@ pub struct TrainConfig {
     /// L-BFGS without a fixed penalty: the fraction of the training images on which each
     /// candidate penalty is scored (the rest fit it).
     pub sweep_val_fraction: f64,
+    /// Also score the validation images with test-time augmentation on the cache: each image's
+    /// class probabilities averaged over all its cached views (the head is the same either way).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub val_tta: bool,
 }
 
 impl Default for TrainConfig {
@@ -56,6 +60,7 @@ impl Default for TrainConfig {
             val_fraction: 0.2,
             seed: 43,
             sweep_val_fraction: 0.2,
+            val_tta: false,
         }
     }
 }
@@ -148,4 +153,8 @@ pub struct ValMetrics {
     pub n: usize,
     /// Mean cross-entropy.
     pub loss: Option<f64>,
+    /// Accuracy with every cached view of an image averaged (`val_tta`, when the cache has
+    /// augmented views).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_tta: Option<f64>,
 }

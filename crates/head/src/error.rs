@@ -47,6 +47,14 @@ pub enum Error {
         /// The missing `head.safetensors`.
         path: PathBuf,
     },
+    /// A sweep folder holding another sweep.
+    #[error("{}: holds a sweep with other settings:\n{}", path.display(), differences.iter().map(|d| format!("  - {d}")).collect::<Vec<_>>().join("\n"))]
+    SweepMismatch {
+        /// The folder.
+        path: PathBuf,
+        /// What differs.
+        differences: Vec<String>,
+    },
     /// A folder that cannot be (or hold) a head directory.
     #[error("{}: {problem}", path.display())]
     HeadDir {

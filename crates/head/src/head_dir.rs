@@ -1,8 +1,8 @@
 //! The head directory: what `train-head` writes and `predict` reads, as one unit.
 //!
 //! A head directory holds exactly [`HEAD_FILES`]: `head.safetensors` (the
-//! [`HeadCheckpoint`](crate::HeadCheckpoint)), the per-epoch history, the curves, the report and
-//! `run.json` (a [`RunRecord`]: everything needed to reproduce the head bit for bit). It is
+//! [`HeadCheckpoint`](crate::HeadCheckpoint)), the per-epoch history, the curves, the report,
+//! the prediction for each validation image (`validation.json`) and `run.json` (a [`RunRecord`]: everything needed to reproduce the head bit for bit). It is
 //! replaced as a whole: every file is written into a staging folder beside it, which is swapped
 //! in at once, so a reader (or a crash at any moment) sees the old complete head or the new one.
 //! A writer holds the directory's lock for the whole run.
@@ -18,16 +18,18 @@ use crate::config::{SplitSummary, TrainConfig};
 use crate::history::{to_csv, EpochRecord};
 use crate::lbfgs::LbfgsReport;
 use crate::metrics::Report;
+use crate::validation::ValidationFile;
 use crate::{Error, Result};
 
 /// The files of a head directory, in the order they are written.
-pub const HEAD_FILES: [&str; 7] = [
+pub const HEAD_FILES: [&str; 8] = [
     "head.safetensors",
     "history.json",
     "history.csv",
     "curves.png",
     "report.json",
     "report.txt",
+    "validation.json",
     "run.json",
 ];
 
@@ -71,6 +73,8 @@ pub struct HeadContents<'a> {
     pub run: &'a RunRecord,
     /// `curves.png`, already encoded (drawing is the caller's).
     pub curves_png: &'a [u8],
+    /// The prediction for every validation image.
+    pub validation: &'a ValidationFile,
 }
 
 /// A head directory opened for writing: resolved, checked and locked.
@@ -130,6 +134,7 @@ impl HeadDir {
             write("curves.png", contents.curves_png)?;
             write("report.json", &json(contents.report))?;
             write("report.txt", contents.report.to_text().as_bytes())?;
+            write("validation.json", &json(contents.validation))?;
             write("run.json", &json(contents.run))?;
             Ok(())
         })

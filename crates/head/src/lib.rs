@@ -8,10 +8,15 @@
 //! - [`head_dir`]: the head directory as one unit (locked, staged, swapped in whole).
 //! - [`config`]: the run's records, serde only ([`TrainConfig`], checked once into
 //!   [`ValidTrainConfig`]; the split summary; validation metrics).
+//! - [`validation`]: the head's prediction for each validation image (`validation.json`).
+//! - [`compare`], [`stats`]: heads side by side (Wilson and bootstrap intervals, exact
+//!   McNemar on shared validation images).
+//! - [`sweep`]: grids of settings scored by K-fold cross-validation by image, resumable.
 //! - [`training`]: the whole run as one call — a typed [`TrainConfig`] and a cache in, a
 //!   [`TrainReport`] out.
 
 pub mod checkpoint;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod error;
@@ -24,8 +29,11 @@ pub mod rng;
 pub mod sgd;
 pub mod source;
 pub mod split;
+pub mod stats;
+pub mod sweep;
 pub mod train;
 pub mod training;
+pub mod validation;
 
 pub use checkpoint::{HeadCheckpoint, HeadMetadata};
 pub use config::{Solver, SplitSummary, TrainConfig, ValMetrics, ValidSolver, ValidTrainConfig};
@@ -38,3 +46,4 @@ pub use metrics::Report;
 pub use sgd::{ClassWeight, SgdParams, ValidSgdParams};
 pub use source::{RowSource, DEFAULT_MEMORY_BUDGET};
 pub use training::{train_head, TrainEvent, TrainLimits, TrainReport};
+pub use validation::{ValPrediction, ValidationFile};

@@ -14,7 +14,7 @@ use crate::{Error, Result};
 pub const DEFAULT_MEMORY_BUDGET: u64 = 2 << 30;
 
 /// Rows that a training loop can read by index.
-pub trait RowSource {
+pub trait RowSource: Sync {
     /// Number of rows.
     fn len(&self) -> usize;
     /// True without rows.
@@ -104,7 +104,8 @@ pub struct SplitRows {
     pub bytes: u64,
 }
 
-fn boxed(r: SideRows) -> Box<dyn RowSource> {
+/// A side's rows as a [`RowSource`].
+pub(crate) fn boxed(r: SideRows) -> Box<dyn RowSource> {
     match r {
         SideRows::Memory(m) => Box::new(m),
         SideRows::Disk(d) => Box::new(d),

@@ -96,6 +96,63 @@ pub fn score_source(head: &LinearHead, rows: &dyn RowSource) -> Result<(f64, f64
     Ok((loss_sum / n as f64, correct as f64 / n as f64, pred_all))
 }
 
+/// Class probabilities of `head` on every row of `rows` (one vector per row, in row order),
+/// 1024 rows at a time.
+pub fn probabilities_source(head: &LinearHead, rows: &dyn RowSource) -> Result<Vec<Vec<f32>>> {
+    let n = rows.len();
+    let mut out = Vec::with_capacity(n);
+    let mut buf = Vec::new();
+    let idx: Vec<u32> = (0..n as u32).collect();
+    for chunk in idx.chunks(SCORE_CHUNK) {
+        buf.clear();
+        rows.gather(chunk, &mut buf)?;
+        let x = Tensor::from_slice(&buf, (chunk.len(), rows.dim()), &Device::Cpu)?;
+        out.extend(head.probabilities(&x)?.to_vec2::<f32>()?);
+    }
+    Ok(out)
+}
+
+/// Test-time augmentation on cached views: per image (by [`RowSource::image`]; rows without
+/// one count as their own image), its class and the mean of its rows' probabilities, by image
+/// index.
+pub fn mean_probabilities_by_image(
+    head: &LinearHead,
+    rows: &dyn RowSource,
+) -> Result<std::collections::BTreeMap<usize, (u32, Vec<f32>)>> {
+    let probs = probabilities_source(head, rows)?;
+    let mut sums: std::collections::BTreeMap<usize, (u32, u32, Vec<f64>)> = Default::default();
+    for (i, p) in probs.into_iter().enumerate() {
+        let img = rows.image(i).unwrap_or(i);
+        let e = sums
+            .entry(img)
+            .or_insert_with(|| (rows.label(i), 0, vec![0.0; p.len()]));
+        e.1 += 1;
+        for (s, v) in e.2.iter_mut().zip(p) {
+            *s += v as f64;
+        }
+    }
+    Ok(sums
+        .into_iter()
+        .map(|(img, (y, n, s))| {
+            (
+                img,
+                (y, s.into_iter().map(|v| (v / n as f64) as f32).collect()),
+            )
+        })
+        .collect())
+}
+
+/// The index of the largest value (ties: the first).
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (k, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = k;
+        }
+    }
+    best
+}
+
 /// Trains a linear head with mini-batch SGD (seeded init and shuffles). `on_epoch` sees every
 /// epoch's record as soon as it is computed. Rows are gathered batch by batch, so `train` may
 /// live on disk; the result does not depend on where the rows are.

@@ -16,7 +16,10 @@ use crate::linear::LinearHead;
 use crate::metrics::Report;
 use crate::source::{load_rows, Selection, DEFAULT_MEMORY_BUDGET};
 use crate::split::{split_cache, stratified};
-use crate::train::{score, score_source, train_sgd};
+use crate::train::{
+    argmax, mean_probabilities_by_image, probabilities_source, score, score_source, train_sgd,
+};
+use crate::validation::{ValPrediction, ValidationFile};
 use crate::{Error, Result};
 
 /// The stream that separates the sweep's inner split from the outer one (same seed).
@@ -61,6 +64,8 @@ pub struct TrainReport {
     pub cache_manifest_sha256: String,
     /// Whether the rows were streamed from the shards (over the memory budget).
     pub rows_streamed: bool,
+    /// The head's prediction for every validation image (`validation.json`).
+    pub validation: ValidationFile,
 }
 
 impl TrainReport {
@@ -117,7 +122,7 @@ pub fn train_head(
             train: &split.train,
             val: &split.val,
             views: config.views,
-            with_images: false,
+            with_images: true,
         },
         limits.memory_budget,
         lbfgs.then_some("L-BFGS"),
@@ -183,6 +188,7 @@ pub fn train_head(
     let (_, _, pred) = score_source(&head, &*val)?;
     let truth: Vec<usize> = (0..val.len()).map(|i| val.label(i) as usize).collect();
     let report = Report::new(&classes, &truth, &pred);
+    let validation = validation_file(cache, &head, &*val, config, limits, &split.val)?;
     let last = history.last().expect("at least one epoch");
     let val_metrics = if val.is_empty() {
         None
@@ -192,6 +198,7 @@ pub fn train_head(
             macro_f1: report.macro_f1,
             n: report.n,
             loss: last.val_loss,
+            accuracy_tta: validation.accuracy_tta(),
         })
     };
     Ok(TrainReport {
@@ -205,6 +212,65 @@ pub fn train_head(
         val_metrics,
         cache_manifest_sha256,
         rows_streamed: loaded.streamed,
+        validation,
+    })
+}
+
+/// The head's prediction for each validation image, named by path and content hash; with
+/// `val_tta` (and augmented views in the cache) also the class of its views' mean
+/// probabilities.
+fn validation_file(
+    cache: &CacheIndex,
+    head: &LinearHead,
+    val: &dyn crate::RowSource,
+    config: &ValidTrainConfig,
+    limits: &TrainLimits,
+    val_images: &[usize],
+) -> Result<ValidationFile> {
+    let probs = probabilities_source(head, val)?;
+    let images: Vec<usize> = (0..val.len())
+        .map(|i| val.image(i).expect("rows keep their image"))
+        .collect();
+    let entries = cache.image_entries(&images)?;
+    let views = cache.settings().augment.views as usize + 1;
+    let tta = if config.val_tta && views > 1 && !val_images.is_empty() {
+        let all_views = headstart_cache::rows::load_rows(
+            cache,
+            &Selection {
+                train: val_images,
+                val: &[],
+                views: ViewSelection::All,
+                with_images: true,
+            },
+            limits.memory_budget,
+        )?;
+        let rows = crate::source::boxed(all_views.train);
+        Some(mean_probabilities_by_image(head, &*rows)?)
+    } else {
+        None
+    };
+    Ok(ValidationFile {
+        format: crate::validation::VALIDATION_FORMAT.into(),
+        classes: cache.classes().to_vec(),
+        cache_manifest_sha256: cache.manifest_sha256.clone(),
+        tta_views: tta.as_ref().map(|_| views),
+        images: images
+            .iter()
+            .zip(entries)
+            .zip(probs)
+            .enumerate()
+            .map(|(i, ((img, e), p))| ValPrediction {
+                path: e.path,
+                sha256: e.sha256,
+                label: val.label(i),
+                predicted: argmax(&p) as u32,
+                probabilities: p,
+                predicted_tta: tta
+                    .as_ref()
+                    .and_then(|t| t.get(img))
+                    .map(|(_, m)| argmax(m) as u32),
+            })
+            .collect(),
     })
 }
 

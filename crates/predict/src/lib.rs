@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use headstart_backbone::preprocess::augment::TtaPlan;
 use headstart_backbone::preprocess::DecodeLimits;
 use headstart_backbone::weights::WeightMap;
 use headstart_backbone::{Architecture, Backbone};
@@ -104,6 +105,8 @@ pub struct Predictor {
     pub head: HeadCheckpoint,
     /// Decoder limits.
     pub limits: DecodeLimits,
+    /// Test-time augmentation: the views whose probabilities are averaged (none by default).
+    pub tta: TtaPlan,
 }
 
 impl Predictor {
@@ -196,6 +199,7 @@ impl Predictor {
             backbone,
             head,
             limits: DecodeLimits::default(),
+            tta: TtaPlan::default(),
         })
     }
 
@@ -215,14 +219,32 @@ impl Predictor {
         progress: &dyn headstart_core::progress::Progress,
     ) -> Result<Vec<Prediction>> {
         let cfg = self.backbone.config().preprocess.clone();
-        let results = headstart_backbone::batch::run_on_files(
-            paths,
-            &cfg,
-            &self.limits,
-            batch_size,
-            &mut |x| Ok::<_, Error>(self.probabilities(x)?.to_vec2::<f32>()?),
-            progress,
-        )?;
+        let results = if self.tta.views() == 1 {
+            headstart_backbone::batch::run_on_files(
+                paths,
+                &cfg,
+                &self.limits,
+                batch_size,
+                &mut |x| Ok::<_, Error>(self.probabilities(x)?.to_vec2::<f32>()?),
+                progress,
+            )?
+        } else {
+            // Every view of a file through the network, its probabilities averaged.
+            let plan = self.tta;
+            let limits = self.limits;
+            headstart_backbone::batch::run_on_file_views(
+                paths,
+                cfg.input_size as usize,
+                plan.views(),
+                &|p| headstart_backbone::preprocess::tta_inputs_from_file(p, &cfg, &limits, &plan),
+                batch_size,
+                &mut |x| Ok::<_, Error>(self.probabilities(x)?.to_vec2::<f32>()?),
+                progress,
+            )?
+            .into_iter()
+            .map(|r| r.map(|views| mean_rows(&views)))
+            .collect()
+        };
         Ok(paths
             .iter()
             .zip(results)
@@ -256,6 +278,19 @@ impl Predictor {
     }
 }
 
+/// The mean of equal-length rows (accumulated in f64).
+fn mean_rows(rows: &[Vec<f32>]) -> Vec<f32> {
+    let k = rows.first().map_or(0, Vec::len);
+    let mut sum = vec![0f64; k];
+    for r in rows {
+        for (s, &v) in sum.iter_mut().zip(r) {
+            *s += v as f64;
+        }
+    }
+    let n = rows.len().max(1) as f64;
+    sum.into_iter().map(|s| (s / n) as f32).collect()
+}
+
 /// The result of evaluating a head on a labelled folder.
 #[derive(Debug, Clone, Serialize)]
 pub struct Evaluation {
@@ -272,6 +307,8 @@ pub struct Evaluation {
     pub training_checked: bool,
     /// Scored images the head was trained on (their paths): their score is not held-out.
     pub in_training: Vec<String>,
+    /// The test-time augmentation scored with (`none`, `flip`, `crops:N`).
+    pub tta: String,
 }
 
 /// Evaluates on an ImageFolder: class folders are matched to the head's classes by name. With
@@ -379,5 +416,6 @@ pub fn evaluate(
         predictions: scored,
         training_checked: seen_in_training.is_some(),
         in_training: seen_in_training.unwrap_or_default(),
+        tta: predictor.tta.tta.to_string(),
     })
 }

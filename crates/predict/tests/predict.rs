@@ -156,3 +156,65 @@ impl headstart_core::progress::Progress for Counter {
         self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+#[test]
+fn test_time_augmentation_averages_the_probabilities_of_every_view() {
+    use headstart_backbone::preprocess::augment::{Tta, TtaPlan};
+    let w = lite0();
+    let mut p = predictor(&w);
+    let mut daisies: Vec<PathBuf> = std::fs::read_dir(shared("data/flowers/daisy"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    daisies.sort();
+    let d = tempfile::tempdir().unwrap();
+    let broken = d.path().join("broken.jpg");
+    std::fs::write(&broken, b"not a jpeg").unwrap();
+    let paths = vec![daisies[0].clone(), broken, daisies[1].clone()];
+    let plan = TtaPlan {
+        tta: Tta::Crops(2),
+        ..Default::default()
+    };
+    p.tta = plan;
+    let k = 5;
+    // Batches of 3 rows for 4 views a file: every file's views straddle two forward passes.
+    let preds = p
+        .predict(&paths, 3, k, &headstart_core::progress::NoProgress)
+        .unwrap();
+    assert!(preds[1].error.is_some(), "a bad file is named, not fatal");
+    let cfg = p.backbone.config().preprocess.clone();
+    for i in [0, 2] {
+        // The mean, view by view, of the probabilities of the plan's inputs.
+        let img = headstart_backbone::preprocess::decode_rgb(
+            &std::fs::read(&paths[i]).unwrap(),
+            &p.limits,
+        )
+        .unwrap();
+        let name = paths[i].file_name().unwrap().as_encoded_bytes();
+        let x = plan.inputs(&img, name, &cfg);
+        let s = cfg.input_size as usize;
+        let t = candle_core::Tensor::from_vec(x, (plan.views(), 3, s, s), &Device::Cpu).unwrap();
+        let per_view = p.probabilities(&t).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(per_view.len(), 4);
+        let top = preds[i].top.as_ref().unwrap();
+        for sc in top {
+            let mean: f32 = per_view.iter().map(|v| v[sc.index]).sum::<f32>() / 4.0;
+            assert!((mean - sc.score).abs() < 1e-5, "{} vs {}", mean, sc.score);
+        }
+        // The views do differ (or the average would be a no-op).
+        assert!(per_view[0] != per_view[2]);
+        // And without TTA the score is the eval view's alone.
+        let mut q = predictor(&w);
+        q.tta = TtaPlan::default();
+        let plain = q
+            .predict(
+                &paths[i..i + 1],
+                3,
+                k,
+                &headstart_core::progress::NoProgress,
+            )
+            .unwrap();
+        let first = &plain[0].top.as_ref().unwrap()[0];
+        assert!((per_view[0][first.index] - first.score).abs() < 1e-5);
+    }
+}

@@ -11,6 +11,7 @@
 //! (see [`resize`]); the residual difference from a Python pipeline comes from JPEG decoding
 //! (zune-jpeg vs libjpeg-turbo) — `docs/preprocessing.md` has the measurements.
 
+pub mod augment;
 mod decode;
 mod resample;
 
@@ -151,18 +152,43 @@ pub fn eval_input_from_file(
     cfg: &PreprocessConfig,
     limits: &DecodeLimits,
 ) -> crate::Result<Vec<f32>> {
-    // A FIFO would block and /dev/zero never end: only regular files are read.
+    let bytes = read_image_file(path)?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        eval_input(&bytes, cfg, limits)
+    }))
+    .map_err(|_| Error::image("the decoder crashed on this file"))?
+}
+
+/// The test-time views of an image file ([`augment::TtaPlan::inputs`], seeded by the file's
+/// name), never panicking, as [`eval_input_from_file`].
+pub fn tta_inputs_from_file(
+    path: &std::path::Path,
+    cfg: &PreprocessConfig,
+    limits: &DecodeLimits,
+    plan: &augment::TtaPlan,
+) -> crate::Result<Vec<f32>> {
+    let bytes = read_image_file(path)?;
+    let name = path
+        .file_name()
+        .map(|n| n.as_encoded_bytes())
+        .unwrap_or_default();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let img = decode_rgb(&bytes, limits)?;
+        Ok(plan.inputs(&img, name, cfg))
+    }))
+    .map_err(|_| Error::image("the decoder crashed on this file"))?
+}
+
+/// The bytes of an image file; only regular files are read (a FIFO would block and /dev/zero
+/// never end).
+fn read_image_file(path: &std::path::Path) -> crate::Result<Vec<u8>> {
     let meta = std::fs::metadata(path).map_err(|e| Error::image(format!("cannot read: {e}")))?;
     if !meta.is_file() {
         return Err(Error::image(
             "not a regular file (a directory, FIFO, socket or device); pass image files",
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::image(format!("cannot read: {e}")))?;
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        eval_input(&bytes, cfg, limits)
-    }))
-    .map_err(|_| Error::image("the decoder crashed on this file"))?
+    std::fs::read(path).map_err(|e| Error::image(format!("cannot read: {e}")))
 }
 
 /// [`eval_input`] writing into a caller-provided buffer of `3 × input_size × input_size` values

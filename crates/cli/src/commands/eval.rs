@@ -13,6 +13,8 @@ use crate::progress::Bar;
 /// Score a trained head on a labelled ImageFolder: accuracy, confusion matrix and per-class
 /// precision/recall/F1. Class folders are matched to the head's classes by name; folders of
 /// unknown classes are reported and not scored.
+///
+/// Example: headstart eval --head heads/flowers --tta crops:4 data/flowers
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -69,6 +71,13 @@ pub fn run(a: Args) -> Result<()> {
         print_json(&v)?;
     } else {
         print!("{}", ev.report.to_text());
+        if predictor.tta.views() > 1 {
+            println!(
+                "test-time augmentation {}: probabilities averaged over {} views per image",
+                ev.tta,
+                predictor.tta.views()
+            );
+        }
         if !ev.in_training.is_empty() {
             println!(
                 "\nnote: {} of the {} images scored were in the head's training split: this is not a held-out score (score a folder of images the head has not seen, or its val/ or test/ split)",

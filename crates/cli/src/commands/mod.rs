@@ -3,6 +3,7 @@
 pub mod benchmark;
 pub mod cache;
 pub mod classify;
+pub mod compare;
 pub mod completions;
 pub mod devices;
 pub mod eval;
@@ -11,5 +12,6 @@ pub mod fetch;
 pub mod forward;
 pub mod predict;
 pub mod show;
+pub mod sweep;
 pub mod train_head;
 pub mod weights;

@@ -43,6 +43,14 @@ pub struct HeadArgs {
     /// Images per forward pass [default: 32 on the CPU, 256 on a GPU].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: Option<u32>,
+    /// Test-time augmentation: average the head's probabilities over the eval view and its
+    /// mirror image (`flip`), plus N seeded crops drawn as extract draws its views (`crops:N`,
+    /// N ≤ 64). Costs one forward pass per view.
+    #[arg(long, value_name = "none|flip|crops:N", default_value = "none")]
+    pub tta: headstart_backbone::preprocess::augment::Tta,
+    /// Seed of the TTA crops (with each file's name and the crop's index).
+    #[arg(long, default_value_t = 43)]
+    pub tta_seed: u64,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -84,14 +92,20 @@ impl HeadArgs {
             Err(e) => return Err(e.into()),
         };
         let map = WeightMap::from_file(&resolved.path, self.weights_prefix.as_deref())?;
-        Ok(Predictor::with_precision(
+        let mut p = Predictor::with_precision(
             head,
             &map,
             &resolved.sha256,
             self.allow_weights_mismatch,
             &self.run.open()?,
             self.run.dtype,
-        )?)
+        )?;
+        p.tta = headstart_backbone::preprocess::augment::TtaPlan {
+            tta: self.tta,
+            seed: self.tta_seed,
+            ..Default::default()
+        };
+        Ok(p)
     }
 
     /// The batch size asked for, or the device's default.

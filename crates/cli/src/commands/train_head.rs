@@ -7,11 +7,11 @@ use anyhow::Result;
 use headstart_cache::CacheIndex;
 use headstart_head::{
     train_head, ClassWeight, HeadContents, HeadDir, LbfgsParams, RunRecord, SgdParams, Solver,
-    TrainConfig, TrainEvent, TrainLimits, ViewSelection,
+    TrainConfig, TrainEvent, TrainLimits, TrainReport, ViewSelection,
 };
 use serde_json::json;
 
-use crate::common::{print_json, require_dir, usage};
+use crate::common::{print_json, require_dir, require_file, usage};
 use crate::draw::plot_curves;
 
 /// Optimiser.
@@ -47,16 +47,30 @@ enum ClassWeightArg {
 /// train/ and val/ folders). Training uses every view of the training images; validation uses
 /// the eval view of the validation images.
 ///
-/// Writes into --out: head.safetensors, history.json/.csv, curves.png, report.json/.txt and
-/// run.json (everything needed to reproduce the head bit for bit).
+/// Writes into --out: head.safetensors, history.json/.csv, curves.png, report.json/.txt,
+/// validation.json (the prediction for every validation image) and run.json (everything needed
+/// to reproduce the head bit for bit).
+///
+/// Reproduce a head: `headstart train-head --from heads/flowers/run.json` trains it again from
+/// the settings and cache that run.json records and checks that head.safetensors comes out
+/// byte-identical (naming the cache or binary when it does not); add --out NEW to keep the copy.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Feature cache written by `headstart extract`.
-    #[arg(long, value_name = "CACHE_DIR")]
-    cache: PathBuf,
-    /// Output directory for the head and its reports.
-    #[arg(long, value_name = "HEAD_DIR")]
-    out: PathBuf,
+    /// Feature cache written by `headstart extract` (with --from: the cache run.json records).
+    #[arg(long, value_name = "CACHE_DIR", required_unless_present = "from")]
+    cache: Option<PathBuf>,
+    /// Output directory for the head and its reports (with --from: optional, where to keep the
+    /// reproduced head).
+    #[arg(long, value_name = "HEAD_DIR", required_unless_present = "from")]
+    out: Option<PathBuf>,
+    /// Reproduce the head whose run.json this is (or its head folder): same settings, same
+    /// cache, and a check that head.safetensors is byte-identical. The training flags are taken
+    /// from it, not from the command line.
+    #[arg(long, value_name = "RUN_JSON", conflicts_with_all = [
+        "solver", "epochs", "lr", "momentum", "nesterov", "weight_decay", "batch_size", "l2",
+        "max_iter", "val_fraction", "seed", "views", "class_weight",
+    ])]
+    from: Option<PathBuf>,
     /// Optimiser.
     #[arg(long, value_enum, default_value_t = SolverArg::Sgd)]
     solver: SolverArg,
@@ -97,6 +111,11 @@ pub struct Args {
     /// Class weighting of the loss (SGD).
     #[arg(long, value_enum, default_value_t = ClassWeightArg::None)]
     class_weight: ClassWeightArg,
+    /// Also report validation accuracy with test-time augmentation on the cache: each
+    /// validation image's probabilities averaged over all its cached views (needs a cache
+    /// extracted with --views N; the head is the same).
+    #[arg(long)]
+    val_tta: bool,
     /// Memory the training rows may take, in MiB. Beyond it, SGD reads rows from the shards
     /// batch by batch (same head, memory bounded whatever the cache's size; needs the cache on a
     /// disk or page cache with fast random reads) and L-BFGS refuses.
@@ -140,6 +159,7 @@ impl Args {
             },
             val_fraction: self.val_fraction,
             seed: self.seed,
+            val_tta: self.val_tta,
             ..Default::default()
         }
     }
@@ -167,8 +187,15 @@ impl Args {
 /// [`train_head`], prints the table and publishes the head directory.
 pub fn run(a: Args) -> Result<()> {
     a.threads.apply()?;
+    if let Some(from) = &a.from {
+        return reproduce(&a, from);
+    }
     let started = Instant::now();
-    require_dir(&a.cache, "--cache")?;
+    let (cache_arg, out_arg) = (
+        a.cache.clone().expect("clap requires --cache"),
+        a.out.clone().expect("clap requires --out"),
+    );
+    require_dir(&cache_arg, "--cache")?;
     let config = a.config().check().map_err(|e| match e {
         headstart_head::Error::InvalidParams { param, problem } => {
             usage(format!("{} {problem}", crate::hints::flag(param)))
@@ -177,18 +204,79 @@ pub fn run(a: Args) -> Result<()> {
     })?;
     // Resolved, checked and locked now, before training (the library names the folder; the
     // flag is ours).
-    let out_dir = HeadDir::open(&a.out).map_err(|e| match e {
-        headstart_head::Error::HeadDir { .. } => usage(format!("--out {e}")),
-        other => other.into(),
-    })?;
-    if let Some(w) = &out_dir.warning {
-        eprintln!("warning: {w}");
-    }
+    let out_dir = open_head_dir(&out_arg)?;
     if let Some(w) = a.ignored_flags() {
         eprintln!("warning: {w}");
     }
-    let cache = CacheIndex::open(&a.cache)?;
-    let show_table = !a.json;
+    let cache = CacheIndex::open(&cache_arg)?;
+    if a.val_tta && cache.settings().augment.views == 0 {
+        eprintln!("warning: --val-tta: the cache has no augmented views (it was extracted with --views 0), so there is nothing to average; scoring the eval view only");
+    }
+    let trained = train_with_table(&cache, &config, a.memory_budget, !a.json)?;
+    let title = format!(
+        "{}-class linear head on {} features",
+        cache.classes().len(),
+        cache.manifest.settings.backbone.name
+    );
+    publish(&out_dir, &cache, &cache_arg, &trained, &title, started)?;
+    let out = out_dir.path();
+    let seconds = started.elapsed().as_secs_f64();
+    let history = &trained.history;
+    let report = &trained.report;
+    let last = history.last().expect("at least one epoch");
+    let val_tta = trained.val_metrics.as_ref().and_then(|m| m.accuracy_tta);
+    if a.json {
+        print_json(&json!({
+            "val_accuracy": last.val_accuracy,
+            "val_accuracy_tta": val_tta,
+            "train_accuracy": last.train_accuracy,
+            "epochs": history.len(),
+            "solver": config.solver.name(),
+            "seconds": seconds,
+            "head": out.join("head.safetensors"),
+            "macro_f1": report.macro_f1,
+        }))?;
+    } else {
+        println!(
+            "val accuracy {}{}  macro-F1 {:.4}  ({:.1} s) → {}",
+            last.val_accuracy
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or("-".into()),
+            val_tta.map_or(String::new(), |v| format!(
+                " (with TTA over {} cached views: {v:.4})",
+                cache.settings().augment.views + 1
+            )),
+            report.macro_f1,
+            seconds,
+            out.display()
+        );
+        if trained.split.val_images > 0 {
+            println!("{}", report.to_text());
+        }
+    }
+    Ok(())
+}
+
+/// Opens `--out` for a head (resolved, checked, locked).
+pub fn open_head_dir(out: &std::path::Path) -> Result<HeadDir> {
+    let dir = HeadDir::open(out).map_err(|e| match e {
+        headstart_head::Error::HeadDir { .. } => usage(format!("--out {e}")),
+        other => other.into(),
+    })?;
+    if let Some(w) = &dir.warning {
+        eprintln!("warning: {w}");
+    }
+    Ok(dir)
+}
+
+/// Trains with [`train_head`], printing the per-epoch table (or L-BFGS's sweep) on stderr
+/// when `show_table`.
+pub fn train_with_table(
+    cache: &CacheIndex,
+    config: &headstart_head::ValidTrainConfig,
+    memory_budget_mib: u64,
+    show_table: bool,
+) -> Result<TrainReport> {
     let solver_name = config.solver.name();
     let classes = cache.manifest.classes.len();
     let lbfgs = matches!(config.solver, Solver::Lbfgs(_));
@@ -219,9 +307,9 @@ pub fn run(a: Args) -> Result<()> {
         TrainEvent::Epoch(_) => {}
     };
     let limits = TrainLimits {
-        memory_budget: a.memory_budget << 20,
+        memory_budget: memory_budget_mib << 20,
     };
-    let trained = train_head(&cache, &config, &limits, &mut on_event)?;
+    let trained = train_head(cache, config, &limits, &mut on_event)?;
     if let (Some(rep), true) = (&trained.lbfgs, show_table) {
         for (l2, acc, loss) in &rep.sweep {
             eprintln!(
@@ -248,19 +336,28 @@ pub fn run(a: Args) -> Result<()> {
                 .unwrap_or("-".into())
         );
     }
+    Ok(trained)
+}
 
-    // Every file of the head directory is written into a staging directory and swapped in at
-    // once: a reader (or a crash at any moment) sees the old complete head or the new one.
-    let out = out_dir.path();
-    let ck = trained.checkpoint(&cache);
+/// Publishes a trained head into `out` as one unit: every file is written into a staging
+/// folder and swapped in at once, so a reader (or a crash at any moment) sees the old complete
+/// head or the new one.
+pub fn publish(
+    out: &HeadDir,
+    cache: &CacheIndex,
+    cache_arg: &std::path::Path,
+    trained: &TrainReport,
+    title: &str,
+    started: Instant,
+) -> Result<()> {
+    let ck = trained.checkpoint(cache);
     let run = RunRecord {
         command: std::env::args().collect(),
         tool: "headstart".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         git_commit: env!("HEADSTART_GIT_COMMIT").into(),
-        // Absolute, so that eval and predict find it from anywhere (to tell which images the head
-        // was trained on).
-        cache: std::fs::canonicalize(&a.cache).unwrap_or_else(|_| a.cache.clone()),
+        // Absolute, so that eval, predict and --from find it from anywhere.
+        cache: std::fs::canonicalize(cache_arg).unwrap_or_else(|_| cache_arg.to_path_buf()),
         cache_manifest_sha256: trained.cache_manifest_sha256.clone(),
         config: trained.config.clone(),
         split: trained.split.clone(),
@@ -268,48 +365,131 @@ pub fn run(a: Args) -> Result<()> {
         rows_streamed: trained.rows_streamed,
         seconds: started.elapsed().as_secs_f64(),
     };
-    let seconds = run.seconds;
-    let title = format!(
-        "{}-class linear head on {} features",
-        classes, cache.manifest.settings.backbone.name
-    );
-    let history = &trained.history;
-    let report = &trained.report;
     let curves = match &trained.lbfgs {
-        Some(rep) => crate::draw::plot_lbfgs(rep, &title)?,
-        None => plot_curves(history, &title)?,
+        Some(rep) => crate::draw::plot_lbfgs(rep, title)?,
+        None => plot_curves(&trained.history, title)?,
     };
-    out_dir.publish(&HeadContents {
+    out.publish(&HeadContents {
         checkpoint: &ck,
-        history,
-        report,
+        history: &trained.history,
+        report: &trained.report,
         run: &run,
         curves_png: &curves,
+        validation: &trained.validation,
     })?;
-    let last = history.last().expect("at least one epoch");
+    Ok(())
+}
+
+/// `--from RUN_JSON`: trains the recorded head again and checks the bytes.
+fn reproduce(a: &Args, from: &std::path::Path) -> Result<()> {
+    let started = Instant::now();
+    let (head_dir, run_json) = if from.is_dir() {
+        (from.to_path_buf(), from.join("run.json"))
+    } else {
+        (
+            from.parent()
+                .unwrap_or(std::path::Path::new("."))
+                .to_path_buf(),
+            from.to_path_buf(),
+        )
+    };
+    require_file(&run_json, "--from")?;
+    let record = headstart_head::head_dir::read_run_record(&head_dir)?;
+    let original = head_dir.join("head.safetensors");
+    require_file(&original, "--from: the head beside run.json,")?;
+    let original_bytes = headstart_cache::safe_fs::read_regular(&original, 1 << 32)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", original.display()))?;
+    let cache_arg = a.cache.clone().unwrap_or_else(|| record.cache.clone());
+    if !cache_arg.is_dir() {
+        return Err(usage(format!(
+            "{}: the cache that {} records is not there; pass --cache CACHE_DIR to name where it is now",
+            cache_arg.display(),
+            run_json.display()
+        )));
+    }
+    let config = record.config.clone().check().map_err(|e| {
+        usage(format!(
+            "{}: the recorded settings are refused: {e}",
+            run_json.display()
+        ))
+    })?;
+    let out_dir = match &a.out {
+        Some(out) => {
+            let same = std::fs::canonicalize(out).ok() == std::fs::canonicalize(&head_dir).ok();
+            if same {
+                return Err(usage(format!(
+                    "--out {} is the head being reproduced; pick another folder",
+                    out.display()
+                )));
+            }
+            Some(open_head_dir(out)?)
+        }
+        None => None,
+    };
+    let cache = CacheIndex::open(&cache_arg)?;
+    // What could make the bytes differ, named before training.
+    let mut differences = Vec::new();
+    if cache.manifest_sha256 != record.cache_manifest_sha256 {
+        differences.push(format!(
+            "the cache {} is not the one the head was trained on: its manifest sha256 is {}, run.json records {}",
+            cache_arg.display(),
+            cache.manifest_sha256,
+            record.cache_manifest_sha256
+        ));
+    }
+    let (version, commit) = (env!("CARGO_PKG_VERSION"), env!("HEADSTART_GIT_COMMIT"));
+    if record.version != version || record.git_commit != commit {
+        differences.push(format!(
+            "this binary is headstart {version} ({commit}); the head was made by {} {} ({})",
+            record.tool, record.version, record.git_commit
+        ));
+    }
+    for d in &differences {
+        eprintln!("note: {d}");
+    }
+    let trained = train_with_table(&cache, &config, a.memory_budget, false)?;
+    let bytes = trained.checkpoint(&cache).to_bytes()?;
+    let sha = |b: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b));
+    let identical = bytes == original_bytes;
+    if let Some(out) = &out_dir {
+        let title = format!("reproduction of {}", head_dir.display());
+        publish(out, &cache, &cache_arg, &trained, &title, started)?;
+    }
     if a.json {
         print_json(&json!({
-            "val_accuracy": last.val_accuracy,
-            "train_accuracy": last.train_accuracy,
-            "epochs": history.len(),
-            "solver": solver_name,
-            "seconds": seconds,
-            "head": out.join("head.safetensors"),
-            "macro_f1": report.macro_f1,
+            "identical": identical,
+            "head": original,
+            "head_sha256": sha(&original_bytes),
+            "reproduced_sha256": sha(&bytes),
+            "differences": differences,
+            "out": out_dir.as_ref().map(|d| d.path().join("head.safetensors")),
+            "seconds": started.elapsed().as_secs_f64(),
         }))?;
-    } else {
-        println!(
-            "val accuracy {}  macro-F1 {:.4}  ({:.1} s) → {}",
-            last.val_accuracy
-                .map(|v| format!("{v:.4}"))
-                .unwrap_or("-".into()),
-            report.macro_f1,
-            seconds,
-            out.display()
-        );
-        if trained.split.val_images > 0 {
-            println!("{}", report.to_text());
-        }
     }
-    Ok(())
+    if identical {
+        if !a.json {
+            println!(
+                "reproduced {}: byte-identical (sha256 {}){}",
+                original.display(),
+                sha(&bytes),
+                out_dir
+                    .as_ref()
+                    .map_or(String::new(), |d| format!(" → {}", d.path().display()))
+            );
+        }
+        Ok(())
+    } else {
+        let why = if differences.is_empty() {
+            "same cache and same binary, so this is a bug: please report it with both heads"
+                .to_string()
+        } else {
+            differences.join("; ")
+        };
+        Err(anyhow::anyhow!(
+            "the reproduced head differs from {} (sha256 {} vs {}): {why}",
+            original.display(),
+            sha(&bytes),
+            sha(&original_bytes)
+        ))
+    }
 }
