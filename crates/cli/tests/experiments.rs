@@ -194,6 +194,21 @@ fn sweeps_score_the_same_whatever_the_threads_and_publish_the_best() {
     let text = ok(&["train-head", "--from", &s(&head.join("run.json"))]);
     assert!(text.contains("byte-identical"), "{text}");
 
+    // A repeated seed (or grid value) would count scores twice: refused before any work.
+    let mut twice = sweep_args(&cache, &d.path().join("twice"), &[]);
+    let i = twice.iter().position(|x| x == "--seeds").unwrap();
+    twice[i + 1] = "1,1".into();
+    let out = headstart(&twice);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--seeds"));
+    // More folds than training images: refused, naming both.
+    let mut many = sweep_args(&cache, &d.path().join("many"), &["--val-fraction", "0.9"]);
+    let i = many.iter().position(|x| x == "--folds").unwrap();
+    many[i + 1] = "100".into();
+    let out = headstart(&many);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fewer than the 100 folds"));
+
     // The same folder with other arguments: refused, naming what differs.
     let mut other = sweep_args(&cache, &one, &[]);
     let i = other.iter().position(|x| x == "--folds").unwrap();

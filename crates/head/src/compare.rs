@@ -174,7 +174,8 @@ fn head_scores(dir: &Path) -> Result<(HeadScores, Option<ValidationFile>)> {
             &mut settings,
         );
     }
-    let validation = ValidationFile::read(dir)?;
+    // A head without validation images has nothing to compare per image.
+    let validation = ValidationFile::read(dir)?.filter(|v| !v.images.is_empty());
     let scores = match &validation {
         Some(v) => {
             let truth: Vec<u32> = v.images.iter().map(|p| p.label).collect();

@@ -143,7 +143,12 @@ impl HeadDir {
 
 /// Reads `dir/run.json`.
 pub fn read_run_record(dir: &Path) -> Result<RunRecord> {
-    let path = dir.join("run.json");
+    read_run_record_file(&dir.join("run.json"))
+}
+
+/// Reads a `run.json` (whatever its name).
+pub fn read_run_record_file(path: &Path) -> Result<RunRecord> {
+    let path = path.to_path_buf();
     let bytes =
         headstart_cache::safe_fs::read_regular(&path, 64 << 20).map_err(|e| Error::io(&path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| Error::BadHead {

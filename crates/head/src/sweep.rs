@@ -90,8 +90,8 @@ fn default_max_iter() -> Vec<usize> {
 pub struct SweepConfig {
     /// The grid.
     pub grid: SweepGrid,
-    /// Seeds each configuration is trained with (SGD's initialisation and shuffles; the inner
-    /// L2 sweep's split for L-BFGS).
+    /// Repeats: each seed deals the folds anew ([`fold_seed`]) and seeds SGD's initialisation
+    /// and shuffles, so every configuration is scored folds × seeds times.
     pub seeds: Vec<u64>,
     /// K of the K-fold cross-validation.
     pub folds: usize,
@@ -260,6 +260,34 @@ impl SweepConfig {
                 return bad(param, "needs at least one value".into());
             }
         }
+        fn repeated<T: Serialize>(v: &[T]) -> Option<String> {
+            let keys: Vec<String> = v
+                .iter()
+                .map(|x| serde_json::to_string(x).unwrap_or_default())
+                .collect();
+            keys.iter()
+                .enumerate()
+                .find(|(i, k)| keys[..*i].contains(k))
+                .map(|(_, k)| k.clone())
+        }
+        for (param, dup) in [
+            ("seeds", repeated(&self.seeds)),
+            ("solver", repeated(&g.solvers)),
+            ("lr", repeated(&g.lr)),
+            ("epochs", repeated(&g.epochs)),
+            ("momentum", repeated(&g.momentum)),
+            ("nesterov", repeated(&g.nesterov)),
+            ("weight_decay", repeated(&g.weight_decay)),
+            ("batch_size", repeated(&g.batch_size)),
+            ("class_weight", repeated(&g.class_weight)),
+            ("l2", repeated(&g.l2)),
+            ("max_iter", repeated(&g.max_iter)),
+            ("views", repeated(&g.views)),
+        ] {
+            if let Some(v) = dup {
+                return bad(param, format!("lists {v} twice"));
+            }
+        }
         let mut out = Vec::new();
         for solver in &g.solvers {
             for &views in &g.views {
@@ -319,13 +347,10 @@ impl SweepConfig {
             }
         }
         if out.len() > MAX_CONFIGURATIONS {
-            return bad(
-                "grid",
-                format!(
-                    "{} configurations is more than {MAX_CONFIGURATIONS}; narrow the lists",
-                    out.len()
-                ),
-            );
+            return Err(Error::Data(format!(
+                "the grid has {} configurations, more than {MAX_CONFIGURATIONS}; narrow the lists",
+                out.len()
+            )));
         }
         // Each configuration as train-head would check it.
         for s in &out {
@@ -459,10 +484,10 @@ pub struct Leaderboard {
 pub struct Refit {
     /// The head directory.
     pub head: PathBuf,
-    /// Its validation accuracy.
-    pub val_accuracy: f64,
-    /// Its validation macro-F1.
-    pub val_macro_f1: f64,
+    /// Its validation accuracy (`null` without validation images).
+    pub val_accuracy: Option<f64>,
+    /// Its validation macro-F1 (`null` without validation images).
+    pub val_macro_f1: Option<f64>,
     /// Its validation accuracy with test-time augmentation on the cache (`val_tta`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_accuracy_tta: Option<f64>,
@@ -589,9 +614,9 @@ pub fn fold_rows(
 }
 
 /// Rows of a shared source picked by index: what one job trains or scores on.
-struct Subset<'a> {
-    base: &'a dyn RowSource,
-    idx: Vec<u32>,
+pub(crate) struct Subset<'a> {
+    pub(crate) base: &'a dyn RowSource,
+    pub(crate) idx: Vec<u32>,
 }
 
 impl RowSource for Subset<'_> {
@@ -636,46 +661,99 @@ impl Subset<'_> {
     }
 }
 
-/// Runs the sweep `cfg` on `cache` into `dir` (created if missing) and returns the leaderboard
-/// (also written as `leaderboard.json`). `memory_budget` is train-head's: beyond it the rows
-/// are left in the shards.
+/// A sweep's folder, created if missing and locked for as long as this lives (a second sweep
+/// there is refused, naming the first): the scoring, the refit and the leaderboard's last write
+/// all happen under the lock.
+#[derive(Debug)]
+pub struct SweepDir {
+    dir: PathBuf,
+    _lock: headstart_cache::lock::DirLock,
+}
+
+impl SweepDir {
+    /// Opens (creates) and locks `dir`; it must be a real folder, not a link.
+    pub fn open(dir: &Path) -> Result<Self> {
+        headstart_cache::safe_fs::ensure_real_dir(dir).map_err(|e| Error::io(dir, e))?;
+        let (lock, _) = headstart_cache::lock::DirLock::acquire(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// The folds of repeat `seed`: each seed deals the images to the folds anew (scikit-learn's
+/// `RepeatedStratifiedKFold`), so repeating over seeds varies the folds as well as the heads.
+pub fn fold_seed(split_seed: u64, seed: u64) -> u64 {
+    headstart_core::rng::SplitMix64::new(split_seed, 0xF01D_5EED ^ seed).next_u64()
+}
+
+/// Runs the sweep `cfg` on `cache` in `dir` and returns the leaderboard (also written as
+/// `leaderboard.json`). `memory_budget` is train-head's: beyond it the rows are left in the
+/// shards; L-BFGS, which copies its fold's rows into one matrix, runs only as many fits at once
+/// as the budget holds, and refuses a training side that does not fit at all.
 pub fn run_sweep(
     cache: &CacheIndex,
     cfg: &SweepConfig,
-    dir: &Path,
+    dir: &SweepDir,
     memory_budget: u64,
     on_event: &(dyn Fn(SweepEvent<'_>) + Sync),
 ) -> Result<Leaderboard> {
     let settings = cfg.check()?;
-    headstart_cache::safe_fs::ensure_real_dir(dir).map_err(|e| Error::io(dir, e))?;
-    // One sweep at a time in a folder (a second is refused, naming the first).
-    let (_lock, _) = headstart_cache::lock::DirLock::acquire(dir)?;
+    let dir = dir.path();
     let results = dir.join("results");
-    check_record(dir, cfg, &cache.manifest_sha256)?;
-    headstart_cache::safe_fs::ensure_real_dir(&results).map_err(|e| Error::io(&results, e))?;
+    let record = check_record(dir, cfg, &cache.manifest_sha256)?;
 
     let classes = cache.classes().to_vec();
     let split = split_cache(&cache.images, &classes, cfg.val_fraction, cfg.split_seed)?;
-    let fold_of = folds_by_image(
-        &split.train,
-        &cache.images.label,
-        cache.images.len(),
-        cfg.folds,
-        cfg.split_seed,
-    );
+    if split.train.len() < cfg.folds {
+        return Err(Error::Data(format!(
+            "the training side has {} images, fewer than the {} folds; use fewer folds",
+            split.train.len(),
+            cfg.folds
+        )));
+    }
+    let fold_of: BTreeMap<u64, Vec<usize>> = cfg
+        .seeds
+        .iter()
+        .map(|&seed| {
+            (
+                seed,
+                folds_by_image(
+                    &split.train,
+                    &cache.images.label,
+                    cache.images.len(),
+                    cfg.folds,
+                    fold_seed(cfg.split_seed, seed),
+                ),
+            )
+        })
+        .collect();
     // Every view of every training-side image, read once, shared by every job.
-    let rows = load_rows(
-        cache,
-        &Selection {
-            train: &split.train,
-            val: &[],
-            views: ViewSelection::All,
-            with_images: true,
-        },
-        memory_budget,
-        None,
-    )?;
+    let selection = Selection {
+        train: &split.train,
+        val: &[],
+        views: ViewSelection::All,
+        with_images: true,
+    };
+    let lbfgs = settings.iter().any(|s| s.solver == "lbfgs");
+    let all_bytes = selection.bytes(cache);
+    let rows = load_rows(cache, &selection, memory_budget, lbfgs.then_some("L-BFGS"))?;
+    // L-BFGS copies a fold's training rows (about (K − 1)/K of them): as many at once as fit
+    // beside the shared rows.
+    let fold_bytes = (all_bytes / cfg.folds as u64 * (cfg.folds as u64 - 1)).max(1);
+    let lbfgs_slots = Slots::new(
+        (memory_budget.saturating_sub(if rows.streamed { 0 } else { all_bytes }) / fold_bytes)
+            .max(1) as usize,
+    );
     let all = &*rows.train;
+    record.write_if_new()?;
+    headstart_cache::safe_fs::ensure_real_dir(&results).map_err(|e| Error::io(&results, e))?;
     let views_per_image = cache.settings().augment.views as usize + 1;
 
     let jobs: Vec<(usize, u64, usize)> = (0..settings.len())
@@ -716,7 +794,7 @@ pub fn run_sweep(
                 train: train_idx,
                 scored: val_idx,
                 all_views: tta_idx,
-            } = fold_rows(all, &fold_of, fold, s.views);
+            } = fold_rows(all, &fold_of[&seed], fold, s.views);
             let train = Subset {
                 base: all,
                 idx: train_idx,
@@ -735,6 +813,7 @@ pub fn run_sweep(
                     train_sgd(&train, &none, classes.len(), p, &mut |_| {}).map(|r| r.0)
                 }
                 ValidSolver::Lbfgs(p) => {
+                    let _slot = lbfgs_slots.take();
                     let tr = train.materialise()?;
                     // The inner L2 sweep (when λ is not given) uses a slice of the fold's
                     // training images, by image as train-head does.
@@ -746,7 +825,12 @@ pub fn run_sweep(
                         .collect();
                     pairs.sort_unstable();
                     pairs.dedup();
-                    let inner = stratified(&pairs, config.sweep_val_fraction, seed ^ 0x5EEB);
+                    // train-head's rule (the split seed), so the refit picks λ as the jobs do.
+                    let inner = stratified(
+                        &pairs,
+                        config.sweep_val_fraction,
+                        config.seed ^ crate::training::SWEEP_SPLIT_STREAM,
+                    );
                     let sweep_train = tr.filter(&inner.train, s.views);
                     let sweep_val = tr.filter(&inner.val, ViewSelection::Eval);
                     train_lbfgs(&tr, &sweep_train, &sweep_val, classes.len(), p).map(|r| r.0)
@@ -844,8 +928,25 @@ pub(crate) fn tta_accuracy(head: &LinearHead, rows: &dyn RowSource) -> Result<f6
     Ok(correct as f64 / by_image.len() as f64)
 }
 
-/// Writes `DIR/sweep.json`, or checks that the one there is this sweep's.
-fn check_record(dir: &Path, cfg: &SweepConfig, manifest_sha256: &str) -> Result<()> {
+/// `DIR/sweep.json` checked against this sweep, to be written once the sweep is known to run.
+struct PendingRecord {
+    path: PathBuf,
+    bytes: Option<Vec<u8>>,
+}
+
+impl PendingRecord {
+    fn write_if_new(&self) -> Result<()> {
+        match &self.bytes {
+            Some(b) => Ok(headstart_cache::atomic::write_atomic(&self.path, b)?),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Checks that the `DIR/sweep.json` there (if any) is this sweep's, naming every setting that
+/// differs; a new folder's record is written later ([`PendingRecord::write_if_new`]), after the
+/// split and the rows are known to be fine.
+fn check_record(dir: &Path, cfg: &SweepConfig, manifest_sha256: &str) -> Result<PendingRecord> {
     let path = dir.join("sweep.json");
     let mine = SweepRecord {
         format: SWEEP_FORMAT.into(),
@@ -862,13 +963,24 @@ fn check_record(dir: &Path, cfg: &SweepConfig, manifest_sha256: &str) -> Result<
             let mut diffs = Vec::new();
             let j = |v: &dyn erased::Json| v.json();
             let (a, b) = (&theirs.config, &mine.config);
+            let (ga, gb) = (&a.grid, &b.grid);
             for (name, x, y) in [
-                ("grid", j(&a.grid), j(&b.grid)),
+                ("solver", j(&ga.solvers), j(&gb.solvers)),
+                ("lr", j(&ga.lr), j(&gb.lr)),
+                ("epochs", j(&ga.epochs), j(&gb.epochs)),
+                ("momentum", j(&ga.momentum), j(&gb.momentum)),
+                ("nesterov", j(&ga.nesterov), j(&gb.nesterov)),
+                ("weight-decay", j(&ga.weight_decay), j(&gb.weight_decay)),
+                ("batch-size", j(&ga.batch_size), j(&gb.batch_size)),
+                ("class-weight", j(&ga.class_weight), j(&gb.class_weight)),
+                ("l2", j(&ga.l2), j(&gb.l2)),
+                ("max-iter", j(&ga.max_iter), j(&gb.max_iter)),
+                ("views", j(&ga.views), j(&gb.views)),
                 ("seeds", j(&a.seeds), j(&b.seeds)),
                 ("folds", j(&a.folds), j(&b.folds)),
-                ("val_fraction", j(&a.val_fraction), j(&b.val_fraction)),
-                ("split_seed", j(&a.split_seed), j(&b.split_seed)),
-                ("val_tta", j(&a.val_tta), j(&b.val_tta)),
+                ("val-fraction", j(&a.val_fraction), j(&b.val_fraction)),
+                ("split-seed", j(&a.split_seed), j(&b.split_seed)),
+                ("val-tta", j(&a.val_tta), j(&b.val_tta)),
                 (
                     "cache",
                     theirs.cache_manifest_sha256.clone(),
@@ -880,7 +992,7 @@ fn check_record(dir: &Path, cfg: &SweepConfig, manifest_sha256: &str) -> Result<
                 }
             }
             if diffs.is_empty() {
-                Ok(())
+                Ok(PendingRecord { path, bytes: None })
             } else {
                 Err(Error::SweepMismatch {
                     path: dir.to_path_buf(),
@@ -890,9 +1002,46 @@ fn check_record(dir: &Path, cfg: &SweepConfig, manifest_sha256: &str) -> Result<
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let bytes = serde_json::to_vec_pretty(&mine).map_err(|e| Error::Data(e.to_string()))?;
-            Ok(headstart_cache::atomic::write_atomic(&path, &bytes)?)
+            Ok(PendingRecord {
+                path,
+                bytes: Some(bytes),
+            })
         }
         Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// A counting semaphore: at most `n` holders at once.
+struct Slots {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// One held slot, given back when dropped.
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(n: usize) -> Self {
+        Self {
+            free: std::sync::Mutex::new(n),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn take(&self) -> Slot<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
     }
 }
 

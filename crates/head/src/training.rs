@@ -23,7 +23,7 @@ use crate::validation::{ValPrediction, ValidationFile};
 use crate::{Error, Result};
 
 /// The stream that separates the sweep's inner split from the outer one (same seed).
-const SWEEP_SPLIT_STREAM: u64 = 0x5EEB;
+pub(crate) const SWEEP_SPLIT_STREAM: u64 = 0x5EEB;
 
 /// Resources a training run may use (they never change the result).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +188,7 @@ pub fn train_head(
     let (_, _, pred) = score_source(&head, &*val)?;
     let truth: Vec<usize> = (0..val.len()).map(|i| val.label(i) as usize).collect();
     let report = Report::new(&classes, &truth, &pred);
-    let validation = validation_file(cache, &head, &*val, config, limits, &split.val)?;
+    let validation = validation_file(cache, &head, &*val, &pred, config, limits, &split.val)?;
     let last = history.last().expect("at least one epoch");
     let val_metrics = if val.is_empty() {
         None
@@ -223,6 +223,7 @@ fn validation_file(
     cache: &CacheIndex,
     head: &LinearHead,
     val: &dyn crate::RowSource,
+    pred: &[usize],
     config: &ValidTrainConfig,
     limits: &TrainLimits,
     val_images: &[usize],
@@ -263,7 +264,8 @@ fn validation_file(
                 path: e.path,
                 sha256: e.sha256,
                 label: val.label(i),
-                predicted: argmax(&p) as u32,
+                // The report's prediction (argmax of the logits), so both always agree.
+                predicted: pred[i] as u32,
                 probabilities: p,
                 predicted_tta: tta
                     .as_ref()

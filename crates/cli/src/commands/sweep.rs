@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Result;
 use headstart_cache::CacheIndex;
 use headstart_head::sweep::{
-    best_dir, run_sweep, Leaderboard, Refit, SweepConfig, SweepEvent, SweepGrid,
+    best_dir, run_sweep, Leaderboard, Refit, SweepConfig, SweepDir, SweepEvent, SweepGrid,
 };
 use headstart_head::{ClassWeight, ViewSelection};
 
@@ -66,7 +66,8 @@ pub struct Args {
     /// Views of the training images that train: all, eval.
     #[arg(long, value_delimiter = ',', default_value = "all", value_parser = parse_views)]
     views: Vec<ViewSelection>,
-    /// Seeds; each configuration is scored once per seed (scores: folds × seeds).
+    /// Seeds; each deals the folds anew and seeds the heads (repeated K-fold: every
+    /// configuration gets folds × seeds scores). Values must not repeat.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     seeds: Vec<u64>,
     /// K of the cross-validation.
@@ -78,8 +79,9 @@ pub struct Args {
     /// train-head's split seed (its --seed), also the folds' seed.
     #[arg(long, default_value_t = 43)]
     split_seed: u64,
-    /// MiB the rows may take in memory; beyond, they are read from the shards (as train-head).
-    #[arg(long, default_value_t = 2048, value_name = "MIB")]
+    /// MiB the rows may take in memory; beyond, they are read from the shards (as train-head),
+    /// and L-BFGS runs only as many fits at once as the budget holds.
+    #[arg(long, default_value_t = 2048, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=(1u64 << 30)))]
     memory_budget: u64,
     /// Score only: no refit of the best configuration into OUT/best/.
     #[arg(long)]
@@ -157,25 +159,36 @@ pub fn run(a: Args) -> Result<()> {
     })?;
     std::fs::create_dir_all(&a.out)
         .map_err(|e| usage(format!("--out {}: cannot create it ({e})", a.out.display())))?;
+    // Held to the end: scoring, refit and the last leaderboard write are one sweep's.
+    let sweep_dir = SweepDir::open(&a.out)?;
     let cache = CacheIndex::open(&a.cache)?;
+    if a.val_tta && cache.settings().augment.views == 0 {
+        eprintln!("warning: --val-tta: the cache has no augmented views (it was extracted with --views 0), so there is nothing to average; scoring the eval view only");
+    }
     let bar = Bar::new("sweep", a.quiet || a.json);
     let show = !a.quiet && !a.json;
-    let board = run_sweep(&cache, &cfg, &a.out, a.memory_budget << 20, &|e| match e {
-        SweepEvent::Started { jobs, done, images } => {
-            if show {
-                eprintln!(
+    let board = run_sweep(
+        &cache,
+        &cfg,
+        &sweep_dir,
+        a.memory_budget << 20,
+        &|e| match e {
+            SweepEvent::Started { jobs, done, images } => {
+                if show {
+                    eprintln!(
                         "sweep: {} configurations × {} seeds × {} folds = {jobs} jobs on {images} training-side images{}",
                         settings.len(),
                         cfg.seeds.len(),
                         cfg.folds,
                         if done > 0 { format!(" ({done} already scored)") } else { String::new() }
                     );
+                }
+                bar.set_len(jobs as u64);
+                bar.inc(done as u64);
             }
-            bar.set_len(jobs as u64);
-            bar.inc(done as u64);
-        }
-        SweepEvent::Scored(_) => bar.inc(1),
-    })?;
+            SweepEvent::Scored(_) => bar.inc(1),
+        },
+    )?;
     bar.done();
     write_csv(&a.out.join("leaderboard.csv"), &board)?;
     let png = crate::draw::plot_sweep(&board, "sweep: cross-validated accuracy, 95 % interval")?;
@@ -195,10 +208,11 @@ pub fn run(a: Args) -> Result<()> {
         let trained = super::train_head::train_with_table(&cache, &config, a.memory_budget, false)?;
         let title = format!("sweep's best: {}", best.settings.label());
         super::train_head::publish(&out, &cache, &a.cache, &trained, &title, started)?;
+        let has_val = trained.split.val_images > 0;
         board.refit = Some(Refit {
             head: out.path().to_path_buf(),
-            val_accuracy: trained.report.accuracy,
-            val_macro_f1: trained.report.macro_f1,
+            val_accuracy: has_val.then_some(trained.report.accuracy),
+            val_macro_f1: has_val.then_some(trained.report.macro_f1),
             val_accuracy_tta: trained.val_metrics.as_ref().and_then(|m| m.accuracy_tta),
         });
         board.write(&a.out)?;
@@ -234,14 +248,18 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     match &board.refit {
-        Some(r) => println!(
-            "best refitted on the whole training side: validation accuracy {:.4}{}, macro-F1 {:.4} → {}",
-            r.val_accuracy,
-            r.val_accuracy_tta
-                .map_or(String::new(), |t| format!(" (TTA {t:.4})")),
-            r.val_macro_f1,
-            r.head.display()
-        ),
+        Some(r) => match (r.val_accuracy, r.val_macro_f1) {
+            (Some(acc), Some(f1)) => println!(
+                "best refitted on the whole training side: validation accuracy {acc:.4}{}, macro-F1 {f1:.4} → {}",
+                r.val_accuracy_tta
+                    .map_or(String::new(), |t| format!(" (TTA {t:.4})")),
+                r.head.display()
+            ),
+            _ => println!(
+                "best refitted on the whole training side (no validation images to score it on) → {}",
+                r.head.display()
+            ),
+        },
         None if all_failed => println!("(no head written: every configuration diverged)"),
         None => println!("(--no-refit: no head written)"),
     }

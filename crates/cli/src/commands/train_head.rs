@@ -68,7 +68,7 @@ pub struct Args {
     /// from it, not from the command line.
     #[arg(long, value_name = "RUN_JSON", conflicts_with_all = [
         "solver", "epochs", "lr", "momentum", "nesterov", "weight_decay", "batch_size", "l2",
-        "max_iter", "val_fraction", "seed", "views", "class_weight",
+        "max_iter", "val_fraction", "seed", "views", "class_weight", "val_tta",
     ])]
     from: Option<PathBuf>,
     /// Optimiser.
@@ -394,7 +394,7 @@ fn reproduce(a: &Args, from: &std::path::Path) -> Result<()> {
         )
     };
     require_file(&run_json, "--from")?;
-    let record = headstart_head::head_dir::read_run_record(&head_dir)?;
+    let record = headstart_head::head_dir::read_run_record_file(&run_json)?;
     let original = head_dir.join("head.safetensors");
     require_file(&original, "--from: the head beside run.json,")?;
     let original_bytes = headstart_cache::safe_fs::read_regular(&original, 1 << 32)
@@ -447,7 +447,10 @@ fn reproduce(a: &Args, from: &std::path::Path) -> Result<()> {
     for d in &differences {
         eprintln!("note: {d}");
     }
-    let trained = train_with_table(&cache, &config, a.memory_budget, false)?;
+    // The rows where the head's run had them (streamed or in memory: the validation loss is
+    // summed in chunks when streamed, so the recorded bytes depend on it).
+    let budget_mib = if record.rows_streamed { 0 } else { 1u64 << 30 };
+    let trained = train_with_table(&cache, &config, budget_mib, false)?;
     let bytes = trained.checkpoint(&cache).to_bytes()?;
     let sha = |b: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b));
     let identical = bytes == original_bytes;
