@@ -519,3 +519,113 @@ pub fn prediction_grid(cells: &[GridCell], out: &Path) -> Result<(u32, u32)> {
         .collect();
     draw_grid(&tiles, 8, out)
 }
+
+/// Colours for classes (Tableau 10, then cycled).
+pub const CLASS_COLOURS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// A 2-D map: one dot per image coloured by class, a legend (the first 20 classes), and a black
+/// ring around the `flagged` ones.
+pub fn plot_map(
+    xy: &[f32],
+    labels: &[u32],
+    classes: &[String],
+    flagged: &[bool],
+    title: &str,
+) -> Result<Vec<u8>> {
+    register_font();
+    let (w, h) = (1000u32, 860u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(pe)?;
+        let root = root.titled(title, (FAMILY, 20)).map_err(pe)?;
+        let (mut x0, mut x1, mut y0, mut y1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
+        for p in xy.chunks_exact(2) {
+            x0 = x0.min(p[0]);
+            x1 = x1.max(p[0]);
+            y0 = y0.min(p[1]);
+            y1 = y1.max(p[1]);
+        }
+        if xy.is_empty() {
+            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+        }
+        let (px, py) = (((x1 - x0) * 0.05).max(1e-6), ((y1 - y0) * 0.05).max(1e-6));
+        let mut chart = ChartBuilder::on(&root)
+            .margin(15)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))
+            .map_err(pe)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .label_style((FAMILY, 12))
+            .draw()
+            .map_err(pe)?;
+        let colour = |c: u32| CLASS_COLOURS[c as usize % CLASS_COLOURS.len()];
+        for (c, name) in classes.iter().enumerate().take(20) {
+            let col = colour(c as u32);
+            chart
+                .draw_series(
+                    xy.chunks_exact(2)
+                        .zip(labels)
+                        .filter(|(_, &l)| l as usize == c)
+                        .map(|(p, _)| Circle::new((p[0], p[1]), 3, col.filled())),
+                )
+                .map_err(pe)?
+                .label(crate::draw::short_label(name))
+                .legend(move |(x, y)| Circle::new((x, y), 4, col.filled()));
+        }
+        // Classes beyond the legend's 20 are drawn too.
+        chart
+            .draw_series(
+                xy.chunks_exact(2)
+                    .zip(labels)
+                    .filter(|(_, &l)| l as usize >= 20)
+                    .map(|(p, &l)| Circle::new((p[0], p[1]), 3, colour(l).filled())),
+            )
+            .map_err(pe)?;
+        if flagged.iter().any(|&f| f) {
+            chart
+                .draw_series(
+                    xy.chunks_exact(2)
+                        .zip(flagged)
+                        .filter(|(_, &f)| f)
+                        .map(|(p, _)| Circle::new((p[0], p[1]), 6, BLACK.stroke_width(2))),
+                )
+                .map_err(pe)?
+                .label("flagged by the audit")
+                .legend(|(x, y)| Circle::new((x, y), 5, BLACK.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FAMILY, 13))
+            .draw()
+            .map_err(pe)?;
+        root.present().map_err(pe)?;
+    }
+    png_bytes(buf, w, h)
+}
+
+/// A name cut to 24 characters for legends, escaped for the picture.
+pub fn short_label(s: &str) -> String {
+    let s = headstart_core::text::for_terminal(s).into_owned();
+    if s.chars().count() > 24 {
+        s.chars().take(23).collect::<String>() + "…"
+    } else {
+        s
+    }
+}

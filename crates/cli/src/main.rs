@@ -26,6 +26,12 @@ use clap::{Parser, Subcommand};
 ///     headstart compare heads/flowers sweeps/lr/best
 ///     headstart train-head --from heads/flowers/run.json
 ///
+/// Looking at the data (docs/audit.md):
+///
+///     headstart audit --cache cache/flowers-resnet18 --data data/flowers --out audits/flowers
+///     headstart neighbors --cache cache/flowers-resnet18 photo.jpg
+///     headstart map --cache cache/flowers-resnet18 --out map.png --html map.html --audit audits/flowers
+///
 /// Weights are found offline first: --weights PATH, then the Hugging Face cache ($HF_HOME),
 /// then the torch hub cache ($TORCH_HOME/hub/checkpoints), then a download from the hub
 /// (skipped when HF_HUB_OFFLINE=1). `headstart weights` shows which one is used.
@@ -52,6 +58,9 @@ enum Command {
     TrainHead(commands::train_head::Args),
     Sweep(commands::sweep::Args),
     Compare(commands::compare::Args),
+    Audit(commands::audit::Args),
+    Neighbors(commands::neighbors::Args),
+    Map(commands::map::Args),
     Predict(commands::predict::Args),
     Eval(commands::eval::Args),
     Show(commands::show::Args),
@@ -74,6 +83,9 @@ fn main() {
         Command::TrainHead(a) => commands::train_head::run(a),
         Command::Sweep(a) => commands::sweep::run(a),
         Command::Compare(a) => commands::compare::run(a),
+        Command::Audit(a) => commands::audit::run(a),
+        Command::Neighbors(a) => commands::neighbors::run(a),
+        Command::Map(a) => commands::map::run(a),
         Command::Predict(a) => commands::predict::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Show(a) => commands::show::run(a),

@@ -45,6 +45,11 @@ impl Bar {
         self.0.inc(n)
     }
 
+    /// Sets the done count.
+    pub fn set_position(&self, n: u64) {
+        self.0.set_position(n)
+    }
+
     /// Sets the total.
     pub fn set_len(&self, n: u64) {
         self.0.set_length(n)

@@ -11,6 +11,7 @@
 //! - [`validation`]: the head's prediction for each validation image (`validation.json`).
 //! - [`compare`], [`stats`]: heads side by side (Wilson and bootstrap intervals, exact
 //!   McNemar on shared validation images).
+//! - [`oof`]: out-of-fold probabilities of every image (for label-issue search).
 //! - [`sweep`]: grids of settings scored by K-fold cross-validation by image, resumable.
 //! - [`training`]: the whole run as one call — a typed [`TrainConfig`] and a cache in, a
 //!   [`TrainReport`] out.
@@ -25,6 +26,7 @@ pub mod history;
 pub mod lbfgs;
 pub mod linear;
 pub mod metrics;
+pub mod oof;
 pub mod rng;
 pub mod sgd;
 pub mod source;

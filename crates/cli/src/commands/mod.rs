@@ -1,5 +1,6 @@
 //! One module per subcommand: its clap arguments and its `run`.
 
+pub mod audit;
 pub mod benchmark;
 pub mod cache;
 pub mod classify;
@@ -10,6 +11,8 @@ pub mod eval;
 pub mod extract;
 pub mod fetch;
 pub mod forward;
+pub mod map;
+pub mod neighbors;
 pub mod predict;
 pub mod show;
 pub mod sweep;
